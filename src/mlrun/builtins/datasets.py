@@ -1,0 +1,108 @@
+"""Built-in datasets: Fashion-MNIST and MNIST through torchvision, and a synthetic one for smoke tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import torch
+from annotated_types import Ge, Gt
+
+from mlrun import Dataset, hookimpl
+from mlrun.data import IdxDataset, resolve_root
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+FASHION_MNIST = IdxDataset(
+    title="Fashion-MNIST",
+    folder="FashionMNIST",
+    system_dirs=("/usr/share/datasets/fashion-mnist",),
+    install_hint="install Debian's copy: `sudo apt-get install dataset-fashion-mnist`",
+)
+MNIST = IdxDataset(title="MNIST", folder="MNIST")
+
+
+def fashion_mnist(
+    *, train: bool, transform: Callable[[Any], Any] | None, root: str | None = None,
+    download: bool = True,
+) -> torch.utils.data.Dataset:
+    """Fashion-MNIST (60k train / 10k test 28x28 grayscale clothing images)."""
+    from torchvision import datasets
+
+    folder = resolve_root(
+        FASHION_MNIST, root, download=download,
+        downloader=lambda d: datasets.FashionMNIST(str(d), train=True, download=True),
+    )
+    return datasets.FashionMNIST(str(folder), train=train, transform=transform, download=False)
+
+
+def mnist(
+    *, train: bool, transform: Callable[[Any], Any] | None, root: str | None = None,
+    download: bool = True,
+) -> torch.utils.data.Dataset:
+    """MNIST handwritten digits (60k train / 10k test 28x28 grayscale images)."""
+    from torchvision import datasets
+
+    folder = resolve_root(
+        MNIST, root, download=download,
+        downloader=lambda d: datasets.MNIST(str(d), train=True, download=True),
+    )
+    return datasets.MNIST(str(folder), train=train, transform=transform, download=False)
+
+
+class SyntheticImages(torch.utils.data.Dataset):
+    """Random 28x28 uint8 images whose label is encoded in which block is bright.
+
+    Shaped like torchvision's MNIST (``data``, ``targets``, PIL samples) so every
+    transform and model that works on MNIST works here; learnable in one epoch.
+    """
+
+    def __init__(
+        self, size: int, num_classes: int, seed: int, transform: Callable[[Any], Any] | None
+    ) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.targets = torch.randint(0, num_classes, (size,), generator=generator)
+        noise = torch.randint(0, 96, (size, 28, 28), generator=generator, dtype=torch.uint8)
+        rows = (self.targets * 28) // num_classes
+        for i, row in enumerate(rows.tolist()):
+            noise[i, row : row + max(28 // num_classes, 2), :] = 255
+        self.data = noise
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        image = Image.fromarray(self.data[index].numpy(), mode="L")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
+
+
+def synthetic(
+    *, train: bool, transform: Callable[[Any], Any] | None,
+    size: Annotated[int, Gt(0)] = 2000, num_classes: Annotated[int, Ge(2)] = 10,
+    seed: int = 0,
+) -> torch.utils.data.Dataset:
+    """Generated 28x28 images with learnable labels; no files needed (for smoke tests)."""
+    split_seed = seed if train else seed + 1
+    split_size = size if train else max(size // 5, 1)
+    return SyntheticImages(split_size, num_classes, split_seed, transform)
+
+
+@hookimpl
+def register_datasets() -> list[Dataset]:
+    """Fashion-MNIST, MNIST and a synthetic dataset."""
+    return [
+        Dataset("fashion_mnist", fashion_mnist, "Fashion-MNIST clothing images via torchvision (28x28, 10 classes)", classes=FASHION_MNIST_CLASSES),
+        Dataset("mnist", mnist, "MNIST handwritten digits via torchvision (28x28, 10 classes)", classes=DIGIT_CLASSES),
+        Dataset("synthetic", synthetic, "generated 28x28 images for smoke tests (no download)"),
+    ]  # fmt: skip
+
+

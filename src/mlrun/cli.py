@@ -1,0 +1,198 @@
+"""The ``mlrun`` command line: run, check and list.
+
+Exit codes: 0 success, 1 a failure during training, 2 bad input (nothing written),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from mlrun.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, MlrunError
+
+COMMANDS = ("run", "check", "list")
+
+RUN_EXAMPLES = """\
+examples:
+  mlrun recipes/summary.toml
+  mlrun recipes/summary.toml optimizer.lr=0.003 train.epochs=1
+  mlrun recipes/summary.toml --data ~/datasets train.device=cpu
+
+overrides are key.path=value pairs; values are TOML (1, 0.5, true, [0.5], "text"),
+and a bare word (cpu, mlp) is taken as a string. transforms are indexed: transforms.1.mean=[0.3]
+"""
+
+CHECK_EXAMPLES = """\
+examples:
+  mlrun check recipes/summary.toml
+  mlrun check recipes/summary.toml model.name=mlp criterion.name=cross_entropy
+"""
+
+LIST_EXAMPLES = """\
+examples:
+  mlrun list
+  mlrun list model
+  mlrun list optimizer --json
+"""
+
+MAIN_EPILOG = """\
+examples:
+  mlrun recipes/summary.toml                   train the classic Fashion-MNIST classifier
+  mlrun recipes/summary.toml train.epochs=1    ... for one epoch
+  mlrun check recipes/summary.toml             validate and print the resolved recipe
+  mlrun list                                   every component and the plugin that gave it
+
+`mlrun RECIPE` is short for `mlrun run RECIPE`. Add --debug for tracebacks.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    from mlrun import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mlrun",
+        description="Train PyTorch models from TOML recipes built from plugin components.",
+        epilog=MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mlrun {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    for name, summary, epilog in (
+        ("run", "train a recipe (the default command)", RUN_EXAMPLES),
+        ("check", "validate a recipe and print it fully resolved; trains nothing", CHECK_EXAMPLES),
+    ):
+        sub = commands.add_parser(
+            name, help=summary, description=summary, epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        sub.add_argument("recipe", help="path to a TOML recipe, e.g. recipes/summary.toml")
+        sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override recipe values")
+        sub.add_argument("--data", metavar="DIR", help="dataset root folder (sets dataset.root)")
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    listing = commands.add_parser(
+        "list", help="list registered components", description="List every registered component, "
+        "which plugin gave it, and its parameters.", epilog=LIST_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    listing.add_argument(
+        "kind", nargs="?", choices=["dataset", "transform", "model", "criterion", "optimizer"],
+        help="only this kind",
+    )  # fmt: skip
+    listing.add_argument("--json", action="store_true", help="machine-readable, with parameters")
+    listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """``mlrun RECIPE ...`` means ``mlrun run RECIPE ...``."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("-"):
+            if arg in ("-h", "--help", "--version"):
+                return argv
+            continue
+        if arg in COMMANDS:
+            return argv
+        return [*argv[:index], "run", *argv[index:]]
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mlrun`` console script; returns the exit code."""
+    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return _dispatch(args)
+    except MlrunError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - an unexpected failure still ends with a clear line
+        if args.debug:
+            traceback.print_exc()
+        exc_type, exc_value, _ = sys.exc_info()
+        print(
+            f"error: {exc_type.__name__ if exc_type else 'Error'}: {exc_value}\n"
+            "  (run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from mlrun.registry import build_registry
+
+    registry = build_registry()
+    if args.command == "list":
+        return _list(registry, args.kind, as_json=args.json)
+    from mlrun.recipe import load_recipe
+
+    extra = {"dataset": {"root": args.data}} if args.data else None
+    recipe = load_recipe(args.recipe, registry, args.overrides, extra_data=extra)
+    if args.command == "check":
+        import tomli_w
+
+        for warning in recipe.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"# {recipe.path}: OK. Fully resolved recipe:")
+        print(tomli_w.dumps(recipe.to_dict()), end="")
+        return EXIT_OK
+    from mlrun import engine
+
+    engine.run(recipe, echo=lambda line: print(line, flush=True))
+    return EXIT_OK
+
+
+def _list(registry: Any, kind: str | None, *, as_json: bool) -> int:
+    from mlrun.params import parameters, to_jsonable
+
+    entries = [e for e in registry if kind is None or e.component.kind == kind]
+    if as_json:
+        payload = [
+            {
+                "kind": e.component.kind,
+                "name": e.component.name,
+                "plugin": e.plugin.label,
+                "summary": e.component.summary,
+                "parameters": [
+                    {
+                        "name": p.name,
+                        "type": p.type_text,
+                        "required": p.required,
+                        **({} if p.required else {"default": to_jsonable(p.default)}),
+                    }
+                    for p in parameters(e.component)
+                ],
+            }
+            for e in entries
+        ]
+        print(json.dumps(payload, indent=2))
+        return EXIT_OK
+    rows = [("KIND", "NAME", "PLUGIN", "SUMMARY")]
+    rows += [(e.component.kind, e.component.name, e.plugin.label, e.component.summary) for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3])
+    for info in registry.plugins.failed():
+        print(f"\nplugin '{info.name}' ({info.label}) failed to load: {info.error}", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Component descriptors: what a plugin returns from its hooks.
+
+A component is a named factory plus what mlrun needs to know about it before
+calling it: a one-line summary, and for models and criteria what they output and
+expect. The factory's type-annotated keyword parameters are the component's recipe
+parameters; see :mod:`mlrun.params`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args
+
+#: What a model's forward pass returns, and what a criterion expects as input.
+OutputKind = Literal["logits", "log_probs", "probs"]
+OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Component:
+    """Base of every descriptor: a registered name, its factory and a one-line summary."""
+
+    name: str
+    factory: Callable[..., Any]
+    summary: str
+    #: Optional check of parameter combinations that types cannot express: called with
+    #: the validated parameters before anything is built; raises ValueError with advice.
+    validate: Callable[[Mapping[str, Any]], None] | None = None
+
+    #: The component kind, as written in recipes and shown by ``mlrun list``.
+    kind: ClassVar[str] = ""
+    #: Factory arguments the engine supplies itself; recipes never set them.
+    injected: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
+            raise ValueError(
+                f"invalid {self.kind} name {self.name!r}: use lowercase letters, digits and "
+                "underscores, starting with a letter (e.g. 'small_cnn')"
+            )
+        if not callable(self.factory):
+            raise TypeError(f"{self.kind} {self.name!r}: factory must be callable")
+        if not isinstance(self.summary, str) or not self.summary.strip():
+            raise ValueError(f"{self.kind} {self.name!r}: summary must be a non-empty string")
+
+
+@dataclass(frozen=True)
+class Dataset(Component):
+    """A dataset. Its factory gets ``train: bool`` and ``transform`` from the engine.
+
+    ``classes`` names the labels in order (shown by predictions); leave it empty if unknown.
+    """
+
+    classes: tuple[str, ...] = ()
+
+    kind: ClassVar[str] = "dataset"
+    injected: ClassVar[frozenset[str]] = frozenset({"train", "transform"})
+
+
+@dataclass(frozen=True)
+class Transform(Component):
+    """A per-sample input transform.
+
+    ``random`` marks augmentations: they apply to the training split only, never
+    to evaluation, and are never cached.
+    """
+
+    random: bool = False
+
+    kind: ClassVar[str] = "transform"
+
+
+@dataclass(frozen=True)
+class Model(Component):
+    """A model. ``output`` says what its forward pass returns.
+
+    ``output`` is one of ``"logits"``, ``"log_probs"``, ``"probs"``, or the name of
+    one of the factory's parameters whose value is one of those (for models whose
+    output is configurable).
+    """
+
+    output: str = "logits"
+
+    kind: ClassVar[str] = "model"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.output, str):
+            raise TypeError(f"model {self.name!r}: output must be a string")
+
+    def output_kind(self, params: Mapping[str, Any]) -> str:
+        """What this model outputs when built with the given (validated) parameters."""
+        if self.output in OUTPUT_KINDS:
+            return self.output
+        return str(params[self.output])
+
+
+@dataclass(frozen=True)
+class Criterion(Component):
+    """A loss function. ``expects`` lists the model outputs it is correct for."""
+
+    expects: tuple[str, ...] = ("logits",)
+
+    kind: ClassVar[str] = "criterion"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [e for e in self.expects if e not in OUTPUT_KINDS]
+        if unknown or not self.expects:
+            raise ValueError(
+                f"criterion {self.name!r}: expects must list some of {', '.join(OUTPUT_KINDS)}"
+            )
+
+
+@dataclass(frozen=True)
+class Optimizer(Component):
+    """An optimizer. Its factory gets ``params`` (the model's parameters) from the engine."""
+
+    kind: ClassVar[str] = "optimizer"
+    injected: ClassVar[frozenset[str]] = frozenset({"params"})
+
+
+#: Every component kind, in the order of the classic recipe.
+KINDS: dict[str, type[Component]] = {
+    cls.kind: cls for cls in (Dataset, Transform, Model, Criterion, Optimizer)
+}

@@ -1,0 +1,265 @@
+"""The engine: build a recipe's components and run the classic training loop.
+
+transform -> dataset -> DataLoader -> model -> criterion -> optimizer, then for
+each epoch and batch: forward, loss, zero_grad, backward, step; then evaluation
+under ``torch.no_grad()`` with ``model.eval()``.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+import mlrun
+from mlrun.errors import MlrunError, UsageError
+from mlrun.recipe import ComponentSpec, Recipe
+from mlrun.runs import RunFolder
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Built:
+    """Everything a recipe describes, constructed and ready to train."""
+
+    train_set: Any
+    test_set: Any
+    model: torch.nn.Module
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    folder: RunFolder
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy after the last epoch."""
+        return float(self.metrics[-1]["test_accuracy"])
+
+
+def select_device(setting: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a usage error."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise UsageError("train.device: 'cuda' was requested but no CUDA GPU is available here")
+    return torch.device(setting)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's random number generators (and NumPy's, if it is installed)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy comes with torchvision
+        return
+    numpy.random.seed(seed)
+
+
+def compose(specs: list[ComponentSpec], *, train: bool) -> Callable[[Any], Any] | None:
+    """Build the transform pipeline; random transforms (augmentation) apply to training only."""
+    steps = [
+        _build(spec) for spec in specs if train or not getattr(spec.component, "random", False)
+    ]
+    if not steps:
+        return None
+
+    def pipeline(sample: Any) -> Any:
+        for step in steps:
+            sample = step(sample)
+        return sample
+
+    return pipeline
+
+
+def _build(spec: ComponentSpec, **injected: Any) -> Any:
+    """Call a component's factory; a failure inside a plugin names the component and plugin."""
+    try:
+        return spec.build(**injected)
+    except MlrunError:
+        raise
+    except Exception as exc:
+        component = spec.component
+        raise MlrunError(
+            f"could not build {component.kind} '{component.name}' "
+            f"(from {spec.entry.plugin.label}): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def build(recipe: Recipe) -> Built:
+    """Construct datasets, model, criterion and optimizer, seeded for reproducibility."""
+    seed_everything(recipe.train.seed)
+    device = select_device(recipe.train.device)
+    train_set = _build(recipe.dataset, train=True, transform=compose(recipe.transforms, train=True))
+    test_set = _build(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
+    model = _build(recipe.model).to(device)
+    criterion = _build(recipe.criterion)
+    if isinstance(criterion, torch.nn.Module):
+        criterion = criterion.to(device)
+    optimizer = _build(recipe.optimizer, params=model.parameters())
+    return Built(train_set, test_set, model, criterion, optimizer, device)
+
+
+def versions(recipe: Recipe) -> dict[str, str]:
+    """The software a run used: Python, torch, mlrun, and each plugin that provided a component."""
+    import torchvision
+
+    found = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "mlrun": mlrun.__version__,
+    }
+    specs = [recipe.dataset, *recipe.transforms, recipe.model, recipe.criterion, recipe.optimizer]
+    for spec in specs:
+        plugin = spec.entry.plugin
+        if not plugin.builtin and plugin.distribution:
+            found[plugin.distribution] = plugin.version or "unknown"
+    return found
+
+
+def evaluate(
+    model: torch.nn.Module,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loader: DataLoader,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Mean test loss and accuracy, under ``torch.no_grad()`` with the model in eval mode."""
+    model.eval()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    count = 0
+    with torch.no_grad():
+        for inputs, labels in loader:
+            inputs, labels = inputs.to(device), labels.to(device)
+            output = model(inputs)
+            total_loss += criterion(output, labels) * len(labels)
+            correct += (output.argmax(dim=1) == labels).sum()
+            count += len(labels)
+    model.train()
+    if count == 0:
+        raise MlrunError("the test split is empty: nothing to evaluate")
+    return float(total_loss) / count, int(correct) / count
+
+
+def train_epoch(
+    built: Built, loader: DataLoader, progress: Any | None = None
+) -> float:
+    """One pass over the training split: the classic five steps per batch. Returns the mean loss."""
+    model, criterion, optimizer = built.model, built.criterion, built.optimizer
+    model.train()
+    running = torch.zeros((), device=built.device)
+    count = 0
+    for inputs, labels in loader:
+        inputs, labels = inputs.to(built.device), labels.to(built.device)
+        output = model(inputs)  # forward pass
+        loss = criterion(output, labels)  # loss against the true labels
+        optimizer.zero_grad()  # clear gradients left by the previous step
+        loss.backward()  # compute gradients
+        optimizer.step()  # update weights
+        running += loss.detach() * len(labels)
+        count += len(labels)
+        if progress is not None:
+            progress.update(1)
+    if count == 0:
+        raise MlrunError("the training split is empty: nothing to train on")
+    return float(running) / count
+
+
+def run(recipe: Recipe, *, echo: Echo = print, progress: bool | None = None) -> RunResult:
+    """Build and train a validated recipe, writing a run folder; returns its metrics."""
+    RunFolder.check_writable(recipe.train.output_dir)
+    for warning in recipe.warnings:
+        echo(f"warning: {warning}")
+    built = build(recipe)
+    settings = recipe.train
+    generator = torch.Generator().manual_seed(settings.seed)
+    train_loader = DataLoader(
+        built.train_set, batch_size=settings.batch_size, shuffle=settings.shuffle,
+        generator=generator, num_workers=settings.num_workers,
+    )  # fmt: skip
+    test_loader = DataLoader(
+        built.test_set, batch_size=settings.eval_batch_size, num_workers=settings.num_workers
+    )
+    folder = RunFolder.create(settings.output_dir, recipe.run_name)
+    folder.write_recipe(
+        recipe.to_dict(),
+        header=f"# Resolved recipe of {recipe.path}; rerun with: mlrun {folder.path / 'recipe.toml'}\n",
+    )
+    status: dict[str, Any] = {
+        "status": "running",
+        "recipe": str(recipe.path),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": str(built.device),
+        "versions": versions(recipe),
+    }
+    folder.write_status(status)
+    echo(
+        f"training {recipe.model.component.name} on {recipe.dataset.component.name} "
+        f"({len(built.train_set)} train / {len(built.test_set)} test samples) on {built.device}, "
+        f"{settings.epochs} epoch{'s' if settings.epochs != 1 else ''}; run folder: {folder.path}"
+    )
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    result = RunResult(folder)
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            started = time.perf_counter()
+            bar = _progress_bar(epoch, settings.epochs, len(train_loader)) if show_bar else None
+            try:
+                train_loss = train_epoch(built, train_loader, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            test_loss, accuracy = evaluate(built.model, built.criterion, test_loader, built.device)
+            seconds = time.perf_counter() - started
+            row = {
+                "epoch": epoch,
+                "train_loss": round(train_loss, 6),
+                "test_loss": round(test_loss, 6),
+                "test_accuracy": round(accuracy, 6),
+                "seconds": round(seconds, 3),
+            }
+            result.metrics.append(row)
+            folder.write_metrics(result.metrics)
+            echo(
+                f"epoch {epoch}/{settings.epochs}  train_loss {train_loss:.4f}  "
+                f"test_loss {test_loss:.4f}  test_accuracy {accuracy:.4f}  {seconds:.1f}s"
+            )
+        folder.save_weights(built.model.state_dict())
+    except BaseException as exc:
+        status.update(
+            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+            error=f"{type(exc).__name__}: {exc}",
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        folder.write_status(status)
+        raise
+    status.update(
+        status="completed",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        final=result.metrics[-1] if result.metrics else {},
+    )
+    folder.write_status(status)
+    echo(f"done: test_accuracy {result.final_accuracy:.4f}; weights and metrics in {folder.path}")
+    return result
+
+
+def _progress_bar(epoch: int, epochs: int, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)

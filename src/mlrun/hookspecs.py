@@ -1,0 +1,68 @@
+"""The hook specifications: the whole contract between mlrun and its plugins.
+
+Every hook returns a list of component descriptors (see :mod:`mlrun.components`);
+mlrun collects the lists of all plugins into one registry per kind. Built-in
+components are registered through exactly these hooks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from mlrun.components import Criterion, Dataset, Model, Optimizer, Transform
+
+PROJECT_NAME = "mlrun"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_datasets() -> list[Dataset]:
+    """Return the datasets this plugin provides.
+
+    A dataset factory receives ``train`` (which split) and ``transform`` (the
+    composed transform pipeline) from the engine, plus its own recipe parameters,
+    and returns a ``torch.utils.data.Dataset`` of ``(input, label)`` pairs.
+    """
+
+
+@hookspec
+def register_transforms() -> list[Transform]:
+    """Return the input transforms this plugin provides.
+
+    A transform factory takes only recipe parameters and returns a callable that
+    maps one sample (a PIL image or tensor) to a new sample, like a torchvision transform.
+    """
+
+
+@hookspec
+def register_models() -> list[Model]:
+    """Return the models this plugin provides.
+
+    A model factory takes only recipe parameters and returns a ``torch.nn.Module``.
+    Each model declares what its forward pass outputs (logits, log-probabilities or
+    probabilities) so that mlrun can pair it with a fitting criterion.
+    """
+
+
+@hookspec
+def register_criteria() -> list[Criterion]:
+    """Return the loss functions (criteria) this plugin provides.
+
+    A criterion factory takes only recipe parameters and returns a callable
+    ``loss(output, labels) -> scalar tensor``. Each criterion declares which model
+    outputs it expects.
+    """
+
+
+@hookspec
+def register_optimizers() -> list[Optimizer]:
+    """Return the optimizers this plugin provides.
+
+    An optimizer factory receives ``params`` (the model's parameters) from the
+    engine, plus its own recipe parameters, and returns a ``torch.optim.Optimizer``.
+    """

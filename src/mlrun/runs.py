@@ -1,0 +1,146 @@
+"""The run folder: one per run, every file in it written atomically.
+
+Layout of ``<output_dir>/<run_name>-<YYYYmmdd-HHMMSS>/``:
+
+- ``recipe.toml``  the fully resolved recipe (all defaults filled in)
+- ``run.json``     status (running / completed / failed), versions, timings, final metrics
+- ``metrics.csv``  one row per epoch
+- ``model.pt``     the trained weights (a ``state_dict``; load with ``weights_only=True``)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import tomli_w
+
+from mlrun.errors import MlrunError, UsageError
+
+RECIPE_FILE = "recipe.toml"
+STATUS_FILE = "run.json"
+METRICS_FILE = "metrics.csv"
+WEIGHTS_FILE = "model.pt"
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file so that readers see the old content or the new, never a mix.
+
+    The data goes to a temporary file in the same folder, is flushed and fsynced,
+    then renamed over ``path``. Errors are raised with the path named; the previous
+    file is left untouched.
+    """
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
+        with os.fdopen(handle, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp_name, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise MlrunError(f"could not write {path}: {exc.strerror or exc}") from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename already happened
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomically write UTF-8 text."""
+    atomic_write(path, lambda out: out.write(text.encode("utf-8")))
+
+
+class RunFolder:
+    """A run's folder and the files in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, output_dir: str | Path, run_name: str) -> RunFolder:
+        """Make a new, uniquely named run folder under ``output_dir``."""
+        output_dir = Path(output_dir)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            for attempt in range(1000):
+                suffix = f"-{attempt}" if attempt else ""
+                path = output_dir / f"{run_name}-{stamp}{suffix}"
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                return cls(path)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create a run folder in {output_dir}: {exc.strerror or exc}",
+                problems=["choose a writable folder: train.output_dir=DIR"],
+            ) from exc
+        raise UsageError(f"cannot create a run folder in {output_dir}: too many runs this second")
+
+    @staticmethod
+    def check_writable(output_dir: str | Path) -> None:
+        """Raise a UsageError now if run folders cannot be created under ``output_dir``."""
+        folder = Path(output_dir)
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"output folder {folder} is not writable ({existing} does not allow it)",
+                problems=["choose a writable folder: train.output_dir=DIR"],
+            )
+
+    def write_recipe(self, resolved: Mapping[str, Any], header: str) -> None:
+        """Save the resolved recipe as TOML, with a comment header."""
+        atomic_write_text(self.path / RECIPE_FILE, header + tomli_w.dumps(dict(resolved)))
+
+    def write_status(self, status: Mapping[str, Any]) -> None:
+        """Save ``run.json``."""
+        atomic_write_text(self.path / STATUS_FILE, json.dumps(status, indent=2) + "\n")
+
+    def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Save every epoch's metrics as CSV (rewritten whole each time, so it is never torn)."""
+        if not rows:
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path / METRICS_FILE, buffer.getvalue())
+
+    def save_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Save the model's ``state_dict``."""
+        import torch
+
+        atomic_write(self.path / WEIGHTS_FILE, lambda out: torch.save(dict(state_dict), out))

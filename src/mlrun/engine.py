@@ -115,6 +115,36 @@ def build(recipe: Recipe) -> Built:
     return Built(train_set, test_set, model, criterion, optimizer, device)
 
 
+def probe(recipe: Recipe, built: Built) -> None:
+    """Push two test samples through model and criterion, so a misfit fails before any work.
+
+    Uses the test split (no random transforms, so no random numbers are consumed)
+    and eval mode (so batch-norm statistics are not touched).
+    """
+    from torch.utils.data import default_collate
+
+    count = min(2, len(built.test_set))
+    if count == 0:
+        raise UsageError(f"dataset '{recipe.dataset.component.name}' has an empty test split")
+    inputs, labels = default_collate([built.test_set[i] for i in range(count)])
+    model = built.model
+    shape = list(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+    try:
+        with torch.no_grad():
+            model.eval()
+            output = model(inputs.to(built.device))
+            built.criterion(output, labels.to(built.device))
+    except Exception as exc:
+        raise UsageError(
+            f"model '{recipe.model.component.name}' and criterion "
+            f"'{recipe.criterion.component.name}' fail on a batch of dataset "
+            f"'{recipe.dataset.component.name}' (inputs of shape {shape}): {type(exc).__name__}: {exc}",
+            problems=["check the model's input size and the transforms (e.g. model.input_size)"],
+        ) from exc
+    finally:
+        model.train()
+
+
 def versions(recipe: Recipe) -> dict[str, str]:
     """The software a run used: Python, torch, mlrun, and each plugin that provided a component."""
     import torchvision
@@ -187,6 +217,7 @@ def run(recipe: Recipe, *, echo: Echo = print, progress: bool | None = None) -> 
     for warning in recipe.warnings:
         echo(f"warning: {warning}")
     built = build(recipe)
+    probe(recipe, built)
     settings = recipe.train
     generator = torch.Generator().manual_seed(settings.seed)
     train_loader = DataLoader(
@@ -248,6 +279,11 @@ def run(recipe: Recipe, *, echo: Echo = print, progress: bool | None = None) -> 
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         folder.write_status(status)
+        if isinstance(exc, Exception) and not isinstance(exc, MlrunError):
+            raise MlrunError(
+                f"training failed in epoch {len(result.metrics) + 1}: {type(exc).__name__}: {exc}",
+                problems=[f"the run folder {folder.path} records the failure (status: failed)"],
+            ) from exc
         raise
     status.update(
         status="completed",

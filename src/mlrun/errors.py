@@ -40,5 +40,14 @@ class PluginError(MlrunError):
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """Return " — did you mean 'x'?" for the closest candidate, or an empty string."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    candidates = list(candidates)
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not matches:
+        # Abbreviations: learning_rate -> lr, weight_decay <- wd.
+        matches = [c for c in candidates if _initials(word) == c or _initials(c) == word]
     return f" — did you mean '{matches[0]}'?" if matches else ""
+
+
+def _initials(name: str) -> str:
+    parts = [p for p in name.split("_") if p]
+    return "".join(p[0] for p in parts) if len(parts) > 1 else ""

@@ -1,0 +1,45 @@
+# mlrun — the two commands a new user needs:
+#   make run    set everything up, then train recipes/summary.toml
+#   make test   set everything up, then run the whole test suite
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The working torch/torchvision pair on this kind of machine; pyproject.toml declares ranges.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: run test setup data bench clean
+
+run: setup data
+	$(BIN)/mlrun recipes/summary.toml
+
+test: setup data
+	$(BIN)/python -m pytest
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(PLUGINS) Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	touch $@
+
+# Fashion-MNIST cannot be downloaded everywhere: install Debian's copy when it is
+# missing and we can (root with apt); otherwise mlrun falls back to torchvision's download.
+data:
+	@if [ -f "$(SYSTEM_FASHION_MNIST)/train-images-idx3-ubyte.gz" ]; then \
+		echo "Fashion-MNIST: using $(SYSTEM_FASHION_MNIST)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST: no system copy; mlrun will look in its data folder, then download"; \
+	fi
+
+bench: setup data
+	$(BIN)/python bench/compare.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

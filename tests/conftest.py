@@ -1,0 +1,86 @@
+"""Shared fixtures: every test runs offline, in its own folder, with only the plugins it asks for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from idx import write_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a temp folder, never download, never load the developer's installed plugins."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLRUN_DATA_DIR", str(tmp_path / "user-data"))
+    monkeypatch.setenv("MLRUN_OFFLINE", "1")
+    monkeypatch.setenv("MLRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.delenv("MLRUN_PLUGINS", raising=False)
+    monkeypatch.delenv("MLRUN_STRICT_PLUGINS", raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def idx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding small generated Fashion-MNIST and MNIST IDX files."""
+    root = tmp_path_factory.mktemp("idx")
+    write_dataset(root, "FashionMNIST")
+    write_dataset(root, "MNIST", seed=10)
+    return root
+
+
+def write_recipe(path: Path, text: str) -> Path:
+    """Write a recipe file and return its path."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+SMALL_RECIPE = """\
+[dataset]
+name = "fashion_mnist"
+root = "{root}"
+
+[[transforms]]
+name = "to_tensor"
+
+[[transforms]]
+name = "normalize"
+mean = [0.5]
+std = [0.5]
+
+[model]
+name = "classifier"
+
+[criterion]
+name = "nll"
+
+[optimizer]
+name = "adam"
+lr = 0.01
+
+[train]
+epochs = 2
+batch_size = 32
+"""
+
+
+@pytest.fixture
+def small_recipe(tmp_path: Path, idx_root: Path) -> Path:
+    """The Summary recipe pointed at the small generated data, 2 epochs."""
+    return write_recipe(tmp_path / "small.toml", SMALL_RECIPE.format(root=idx_root))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``mlrun`` command the way a user does; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlrun", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600,
+    )  # fmt: skip

@@ -1,0 +1,38 @@
+"""End to end on the real Fashion-MNIST (installed by `make test` from Debian's package).
+
+These tests do not skip when the data is missing: they fail, because CI must run them.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from conftest import RECIPES, run_cli
+from mlrun.builtins.datasets import FASHION_MNIST
+from mlrun.data import find_system_copy
+
+pytestmark = pytest.mark.real_data
+
+
+@pytest.fixture
+def real_fashion_mnist() -> Path:
+    system = find_system_copy(FASHION_MNIST)
+    assert system is not None, (
+        "the real Fashion-MNIST is not installed: run `make test` (it installs Debian's "
+        "dataset-fashion-mnist), or `apt-get install dataset-fashion-mnist`"
+    )
+    return system
+
+
+def test_summary_recipe_trains_one_epoch_to_80_percent(real_fashion_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli(str(RECIPES / "summary.toml"), "train.epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(60000 train / 10000 test samples)" in result.stdout
+    (folder,) = (tmp_path / "runs").iterdir()
+    rows = list(csv.DictReader((folder / "metrics.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["test_accuracy"]) >= 0.80
+    # the system copy was unpacked once into torchvision's raw layout under the user data dir
+    assert (tmp_path / "user-data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 47040016

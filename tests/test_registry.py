@@ -1,0 +1,124 @@
+"""Plugins fill one namespace per kind; duplicates and unknown names are explained."""
+
+from __future__ import annotations
+
+import ast
+import types
+from pathlib import Path
+
+import pytest
+
+from mlrun import Criterion, Model, hookimpl
+from mlrun.plugins import PluginInfo, PluginSettings, create_manager, load_plugins
+from mlrun.registry import LookupProblem, build_registry
+
+EXPECTED = {
+    "dataset": {"fashion_mnist", "mnist", "synthetic"},
+    "transform": {"to_tensor", "normalize", "flatten", "random_horizontal_flip", "random_rotation", "random_crop"},
+    "model": {"sequential", "sequential_log_softmax", "classifier", "network_alternative", "mlp"},
+    "criterion": {"nll", "cross_entropy", "nll_probs"},
+    "optimizer": {"sgd", "adam"},
+}
+
+
+def test_builtins_are_registered_through_the_hooks() -> None:
+    registry = build_registry(load_plugins(PluginSettings(autoload=False)))
+    for kind, names in EXPECTED.items():
+        assert set(registry.names(kind)) == names
+    for entry in registry:
+        assert entry.plugin.builtin and entry.plugin.label == "built-in"
+        assert entry.plugin.name.startswith("mlrun.builtins.")
+
+
+def test_builtin_plugins_use_only_the_public_api() -> None:
+    """Built-ins import from mlrun only what a third-party plugin can: the package and mlrun.data."""
+    import mlrun.builtins
+
+    public = {"hookimpl", "Dataset", "Transform", "Model", "Criterion", "Optimizer"}
+    for path in Path(mlrun.builtins.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlrun"):
+                assert node.module in ("mlrun", "mlrun.data"), f"{path.name} imports {node.module}"
+                if node.module == "mlrun":
+                    assert {a.name for a in node.names} <= public, path.name
+
+
+def _plugin(name: str, **hooks: object) -> types.SimpleNamespace:
+    return types.SimpleNamespace(__name__=name, **hooks)
+
+
+def _registry_with(*plugins: types.SimpleNamespace):
+    loaded = load_plugins(PluginSettings(autoload=False))
+    for plugin in plugins:
+        loaded.infos[plugin.__name__] = PluginInfo(name=plugin.__name__, distribution=plugin.__name__, version="1.0")
+        loaded.manager.register(plugin, name=plugin.__name__)
+    return build_registry(loaded)
+
+
+def _model_plugin(name: str, model_name: str) -> types.SimpleNamespace:
+    @hookimpl
+    def register_models() -> list[Model]:
+        return [Model(model_name, lambda: None, f"from {name}")]
+
+    return _plugin(name, register_models=register_models)
+
+
+def test_third_party_component_is_found_with_its_plugin() -> None:
+    registry = _registry_with(_model_plugin("extra-models", "tiny"))
+    entry = registry.get("model", "tiny")
+    assert entry.plugin.label == "extra-models==1.0"
+    assert "classifier" in registry.names("model")  # built-ins still there
+
+
+def test_duplicate_names_name_both_plugins_whatever_the_order() -> None:
+    messages = []
+    for order in (("a-plugin", "b-plugin"), ("b-plugin", "a-plugin")):
+        registry = _registry_with(*(_model_plugin(n, "twin") for n in order))
+        with pytest.raises(LookupProblem) as info:
+            registry.get("model", "twin")
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "'a-plugin'" in messages[0] and "'b-plugin'" in messages[0]
+
+
+def test_duplicate_of_a_builtin_is_an_error_too() -> None:
+    registry = _registry_with(_model_plugin("shadow", "classifier"))
+    with pytest.raises(LookupProblem, match="built-in"):
+        registry.get("model", "classifier")
+
+
+def test_unknown_name_suggests_the_closest_and_how_to_list() -> None:
+    registry = build_registry(load_plugins(PluginSettings(autoload=False)))
+    with pytest.raises(LookupProblem) as info:
+        registry.get("model", "clasifier")
+    message = str(info.value)
+    assert "did you mean 'classifier'?" in message
+    assert "mlrun list model" in message
+
+
+def test_a_hook_that_raises_marks_only_its_plugin_failed() -> None:
+    @hookimpl
+    def register_criteria() -> list[Criterion]:
+        raise RuntimeError("boom")
+
+    registry = _registry_with(_plugin("broken", register_criteria=register_criteria))
+    assert registry.plugins.infos["broken"].error == "register_criteria() raised RuntimeError: boom"
+    assert "nll" in registry.names("criterion")
+    with pytest.raises(LookupProblem, match="'broken'"):
+        registry.get("criterion", "focal")
+
+
+def test_a_hook_returning_the_wrong_kind_fails_its_plugin() -> None:
+    @hookimpl
+    def register_criteria() -> list[Model]:
+        return [Model("not_a_loss", lambda: None, "oops")]
+
+    registry = _registry_with(_plugin("confused", register_criteria=register_criteria))
+    assert "must return Criterion descriptors" in registry.plugins.infos["confused"].error
+    assert "not_a_loss" not in registry.names("criterion") + registry.names("model")
+
+
+def test_hookspecs_are_known_to_the_manager() -> None:
+    manager = create_manager()
+    names = {name for name in dir(manager.hook) if name.startswith("register_")}
+    assert names == {"register_datasets", "register_transforms", "register_models", "register_criteria", "register_optimizers"}

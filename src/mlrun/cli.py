@@ -15,7 +15,7 @@ from typing import Any
 
 from mlrun.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, MlrunError
 
-COMMANDS = ("run", "check", "list")
+COMMANDS = ("run", "check", "list", "plugins", "new")
 
 RUN_EXAMPLES = """\
 examples:
@@ -40,12 +40,28 @@ examples:
   mlrun list optimizer --json
 """
 
+PLUGINS_EXAMPLES = """\
+examples:
+  mlrun plugins
+  mlrun plugins --json
+  MLRUN_PLUGINS=convnet mlrun plugins        load only the named third-party plugin
+  MLRUN_DISABLE_PLUGIN_AUTOLOAD=1 mlrun list built-in components only
+"""
+
+NEW_EXAMPLES = """\
+examples:
+  mlrun new plugin mlrun-acme
+  cd mlrun-acme && pip install -e . && mlrun list model
+"""
+
 MAIN_EPILOG = """\
 examples:
   mlrun recipes/summary.toml                   train the classic Fashion-MNIST classifier
   mlrun recipes/summary.toml train.epochs=1    ... for one epoch
   mlrun check recipes/summary.toml             validate and print the resolved recipe
   mlrun list                                   every component and the plugin that gave it
+  mlrun plugins                                every plugin, its hooks and status
+  mlrun new plugin mlrun-acme                  scaffold a plugin package
 
 `mlrun RECIPE` is short for `mlrun run RECIPE`. Add --debug for tracebacks.
 """
@@ -63,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mlrun {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument(
+        "--strict-plugins", action="store_true",
+        help="a plugin that fails to load is an error (also: MLRUN_STRICT_PLUGINS=1)",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for name, summary, epilog in (
@@ -89,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     listing.add_argument("--json", action="store_true", help="machine-readable, with parameters")
     listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    plugins = commands.add_parser(
+        "plugins", help="list loaded plugins", description="List every plugin: where it comes "
+        "from, the hooks it implements, what it contributes, and whether it loaded.",
+        epilog=PLUGINS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    plugins.add_argument("--json", action="store_true", help="machine-readable")
+    plugins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    new = commands.add_parser(
+        "new", help="scaffold a new plugin package", description="Create a ready-to-install "
+        "plugin package.", epilog=NEW_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    new.add_argument("what", choices=["plugin"], help="what to create")
+    new.add_argument("name", help="package name, e.g. mlrun-acme")
+    new.add_argument("--dir", default=".", metavar="DIR", help="parent folder (default: here)")
+    new.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -136,11 +173,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "new":
+        from pathlib import Path
+
+        from mlrun.scaffold import create_plugin
+
+        target = create_plugin(args.name, Path(args.dir))
+        print(f"created {target}\nnext: cd {target} && pip install -e . && mlrun list model")
+        return EXIT_OK
+    from mlrun.plugins import PluginSettings, load_plugins
     from mlrun.registry import build_registry
 
-    registry = build_registry()
+    registry = build_registry(load_plugins(PluginSettings.from_env(strict=args.strict_plugins)))
     if args.command == "list":
         return _list(registry, args.kind, as_json=args.json)
+    if args.command == "plugins":
+        return _plugins(registry, as_json=args.json)
     from mlrun.recipe import load_recipe
 
     extra = {"dataset": {"root": args.data}} if args.data else None
@@ -186,11 +234,48 @@ def _list(registry: Any, kind: str | None, *, as_json: bool) -> int:
         return EXIT_OK
     rows = [("KIND", "NAME", "PLUGIN", "SUMMARY")]
     rows += [(e.component.kind, e.component.name, e.plugin.label, e.component.summary) for e in entries]
+    for (conflict_kind, name), clashing in sorted(registry.conflicts.items()):
+        if kind is None or conflict_kind == kind:
+            labels = " + ".join(sorted(e.plugin.label for e in clashing))
+            rows.append((conflict_kind, name, labels, "UNUSABLE: two plugins give this name"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3])
     for info in registry.plugins.failed():
         print(f"\nplugin '{info.name}' ({info.label}) failed to load: {info.error}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _plugins(registry: Any, *, as_json: bool) -> int:
+    counts: dict[str, dict[str, int]] = {}
+    for entry in registry:
+        per_kind = counts.setdefault(entry.plugin.name, {})
+        per_kind[entry.component.kind] = per_kind.get(entry.component.kind, 0) + 1
+    infos = list(registry.plugins.infos.values())
+    if as_json:
+        payload = [
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "builtin": info.builtin,
+                "hooks": info.hooks,
+                "components": counts.get(info.name, {}),
+                "status": "ok" if info.ok else "failed",
+                "error": info.error,
+            }
+            for info in infos
+        ]
+        print(json.dumps(payload, indent=2))
+        return EXIT_OK
+    rows = [("NAME", "FROM", "HOOKS", "COMPONENTS", "STATUS")]
+    for info in infos:
+        components = ", ".join(f"{n} {k}" for k, n in counts.get(info.name, {}).items()) or "-"
+        status = "ok" if info.ok else f"failed: {info.error}"
+        rows.append((info.name, info.label, ", ".join(info.hooks) or "-", components, status))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
     return EXIT_OK
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mlrun.components import KINDS, Component
-from mlrun.errors import did_you_mean
+from mlrun.errors import PluginError, did_you_mean
 from mlrun.params import SignatureError, parameters
 from mlrun.plugins import PluginInfo, PluginSet, load_plugins, raise_if_failed
 
@@ -99,7 +99,10 @@ def build_registry(plugins: PluginSet | None = None) -> Registry:
     if plugins.strict:
         raise_if_failed(plugins)
         for key in registry.conflicts:
-            registry.get(*key)  # raises, naming both plugins
+            try:
+                registry.get(*key)
+            except LookupProblem as exc:
+                raise PluginError(str(exc)) from exc
     return registry
 
 

@@ -1,0 +1,186 @@
+"""``mlrun new plugin NAME``: a ready-to-install plugin package with one example model."""
+
+from __future__ import annotations
+
+import keyword
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from mlrun.errors import UsageError
+
+DISTRIBUTION_NAME = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "0.1.0"
+description = "mlrun plugin: {dist}"
+requires-python = ">=3.10"
+dependencies = ["mlrun", "torch>=2.4"]
+
+[project.optional-dependencies]
+test = ["pytest>=8"]
+
+# The one line that makes this package an mlrun plugin.
+[project.entry-points.mlrun]
+{module} = "{module}.plugin"
+
+[tool.setuptools.packages.find]
+where = ["src"]
+"""
+
+PLUGIN = '''\
+"""mlrun plugin {dist}: components registered through mlrun's hooks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Gt, Lt
+from torch import nn
+
+from mlrun import Model, hookimpl
+
+
+def {model}(
+    hidden_size: Annotated[int, Gt(0)] = 256,
+    dropout: Annotated[float, Ge(0), Lt(1)] = 0.1,
+    output: Literal["logits", "log_probs"] = "logits",
+) -> nn.Module:
+    """A one-hidden-layer network for 28x28 images."""
+    layers: list[nn.Module] = [
+        nn.Flatten(), nn.Linear(28 * 28, hidden_size), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden_size, 10),
+    ]
+    if output == "log_probs":
+        layers.append(nn.LogSoftmax(dim=1))
+    return nn.Sequential(*layers)
+
+
+@hookimpl
+def register_models() -> list[Model]:
+    """The models this plugin provides."""
+    return [
+        Model("{model}", {model}, "example model from {dist}: 784-hidden-10", output="output"),
+    ]
+'''
+
+INIT = '''\
+"""{dist}: an mlrun plugin."""
+'''
+
+TEST = '''\
+"""Tests for {dist}: the model works and mlrun finds it through the entry point."""
+
+import torch
+
+from mlrun.plugins import PluginSettings, load_plugins
+from mlrun.registry import build_registry
+from {module}.plugin import {model}
+
+
+def test_model_outputs_one_score_per_class() -> None:
+    assert {model}()(torch.zeros(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_mlrun_finds_the_model_through_the_entry_point() -> None:
+    registry = build_registry(load_plugins(PluginSettings(allow=frozenset({{"{module}"}}))))
+    entry = registry.get("model", "{model}")
+    assert entry.plugin.label == "{dist}==0.1.0"
+'''
+
+RECIPE = """\
+# Run: mlrun recipes/example.toml
+#
+# Trains {model} from {dist} on Fashion-MNIST.
+
+[dataset]
+name = "fashion_mnist"
+
+[[transforms]]
+name = "to_tensor"
+
+[[transforms]]
+name = "normalize"
+mean = [0.5]
+std = [0.5]
+
+[model]
+name = "{model}"
+
+[criterion]
+name = "cross_entropy"
+
+[optimizer]
+name = "adam"
+lr = 0.001
+
+[train]
+epochs = 1
+"""
+
+README = """\
+# {dist}
+
+An [mlrun](https://pypi.org/project/mlrun/) plugin providing the model `{model}`.
+
+```sh
+pip install -e .
+mlrun list model            # shows {model}, from {dist}==0.1.0
+mlrun recipes/example.toml  # trains it on Fashion-MNIST
+pytest                      # the plugin's tests
+```
+"""
+
+
+def names_for(name: str) -> tuple[str, str, str]:
+    """Distribution, module and model names for a plugin called ``name``."""
+    if not DISTRIBUTION_NAME.match(name):
+        raise UsageError(
+            f"'{name}' is not a valid package name: use lowercase letters, digits and single "
+            "hyphens or underscores, starting with a letter (e.g. mlrun-acme)"
+        )
+    module = name.replace("-", "_")
+    if keyword.iskeyword(module) or module in ("mlrun", "torch", "test", "tests"):
+        raise UsageError(f"'{name}' would shadow the Python module '{module}'; choose another name")
+    short = module.removeprefix("mlrun_") or module
+    return name, module, f"{short}_mlp"
+
+
+def create_plugin(name: str, parent: Path) -> Path:
+    """Write the package into ``parent/name``; refuses to touch an existing path."""
+    dist, module, model = names_for(name)
+    target = parent / name
+    if target.exists():
+        raise UsageError(f"{target} already exists; choose another name or remove it first")
+    values = {"dist": dist, "module": module, "model": model}
+    files = {
+        "pyproject.toml": PYPROJECT,
+        f"src/{module}/__init__.py": INIT,
+        f"src/{module}/plugin.py": PLUGIN,
+        "tests/test_plugin.py": TEST,
+        "recipes/example.toml": RECIPE,
+        "README.md": README,
+    }
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
+    except OSError as exc:
+        raise UsageError(f"cannot create {target}: {exc.strerror or exc}") from exc
+    try:
+        for relative, template in files.items():
+            path = staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(template.format(**values), encoding="utf-8")
+        staging.chmod(0o755)
+        staging.rename(target)  # all or nothing
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -84,3 +84,37 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         [sys.executable, "-m", "mlrun", *args],
         capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600,
     )  # fmt: skip
+
+
+@pytest.fixture
+def plugin_venv(tmp_path: Path) -> Path:
+    """A throw-away virtual environment that sees this environment's packages (mlrun, torch).
+
+    Plugin packages are pip-installed into it, so installing them never changes the
+    environment the rest of the suite runs in.
+    """
+    import sysconfig
+    import venv
+
+    root = tmp_path / "plugin-venv"
+    venv.EnvBuilder(with_pip=False).create(root)
+    python = root / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    # addsitedir (unlike a plain path line) also processes this environment's .pth files,
+    # which is how the editable installs of mlrun and its plugins are found.
+    here = sysconfig.get_paths()["purelib"]
+    (Path(purelib) / "parent_env.pth").write_text(f"import site; site.addsitedir({here!r})\n")
+    return python
+
+
+def pip_install_editable(python: Path, package: Path) -> None:
+    """`pip install -e PACKAGE` into the given environment (no downloads: deps are already there)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+         "--disable-pip-version-check", "--no-deps", "--no-build-isolation", "-e", str(package)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

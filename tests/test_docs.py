@@ -12,7 +12,8 @@ from conftest import REPO
 from mlrun import hookspecs
 from mlrun.cli import main
 
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# writing-plugins.md's commands need its example package installed: tests/test_writing_plugins.py
+DOCS = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "writing-plugins.md")]
 SPECS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
 
 

@@ -196,6 +196,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check":
         import tomli_w
 
+        from mlrun.runs import RunFolder
+
+        RunFolder.check_writable(recipe.train.output_dir)
+
         for warning in recipe.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"# {recipe.path}: OK. Fully resolved recipe:")

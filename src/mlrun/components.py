@@ -52,10 +52,13 @@ class Component:
 class Dataset(Component):
     """A dataset. Its factory gets ``train: bool`` and ``transform`` from the engine.
 
-    ``classes`` names the labels in order (shown by predictions); leave it empty if unknown.
+    ``classes`` names the labels in order (shown by predictions); leave it empty if
+    unknown. ``channels`` is the number of image channels, if fixed: per-channel
+    transform parameters (such as normalize's mean and std) are checked against it.
     """
 
     classes: tuple[str, ...] = ()
+    channels: int | None = None
 
     kind: ClassVar[str] = "dataset"
     injected: ClassVar[frozenset[str]] = frozenset({"train", "transform"})
@@ -66,10 +69,13 @@ class Transform(Component):
     """A per-sample input transform.
 
     ``random`` marks augmentations: they apply to the training split only, never
-    to evaluation, and are never cached.
+    to evaluation, and are never cached. ``per_channel`` names the parameters that
+    hold one value per image channel; a single value (applied to every channel) is
+    accepted too.
     """
 
     random: bool = False
+    per_channel: tuple[str, ...] = ()
 
     kind: ClassVar[str] = "transform"
 

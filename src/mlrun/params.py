@@ -147,6 +147,8 @@ def _explain(
     if kind.endswith("_type") or kind in ("missing", "too_short", "too_long"):
         if isinstance(shown, str) and _looks_numeric(shown):
             message += f" — write it without quotes: {key} = {shown}"
+        elif kind in ("list_type", "tuple_type") and isinstance(shown, (int, float, str)):
+            message += f" — write it as a list: {key} = [{format_value(shown)}]"
         return subpath, message
     if kind == "literal_error" and isinstance(value, str) and param is not None:
         return subpath, message + did_you_mean(value, _literal_choices(param.annotation))
@@ -164,6 +166,8 @@ def _looks_numeric(text: str) -> bool:
 
 def format_value(value: Any) -> str:
     """A recipe value as it would be written in TOML (strings quoted, lists bracketed)."""
+    if value is None:
+        return "unset"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

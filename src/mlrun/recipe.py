@@ -53,6 +53,19 @@ class TrainSettings(BaseModel):
     )
 
 
+def train_reference() -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, meaning)`` for every ``[train]`` setting, for docs and help."""
+    from typing import Annotated
+
+    from mlrun.params import describe_type
+
+    rows = []
+    for name, info in TrainSettings.model_fields.items():
+        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        rows.append((name, describe_type(annotation), format_value(info.default), info.description or ""))
+    return rows
+
+
 @dataclass(frozen=True)
 class ComponentSpec:
     """A component chosen by a recipe, with its validated parameters (defaults filled in)."""
@@ -184,6 +197,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict
             if isinstance(node, list):
                 node = node[_list_index(override, part, node, so_far)]
             elif isinstance(node, dict):
+                if part not in node:  # the override creates this table: problems in it are its own
+                    origins[override.path[: depth + 1]] = override.text
                 node = node.setdefault(part, [] if part == "transforms" and depth == 0 else {})
             else:
                 raise UsageError(f"override '{override.text}': {so_far} is a value, not a table")
@@ -296,6 +311,12 @@ def validate_recipe(
             if spec is not None:
                 transforms.append(spec)
 
+    dataset = specs.get("dataset")
+    channels = getattr(dataset.component, "channels", None) if dataset else None
+    if channels is not None:
+        for index, spec in enumerate(transforms):
+            _check_channels(spec, f"transforms.{index}", dataset.component.name, channels, problems)  # type: ignore[union-attr]
+
     train = _train_settings(data.get("train", {}), problems)
     recipe_warnings: list[str] = []
     model, criterion = specs.get("model"), specs.get("criterion")
@@ -364,6 +385,20 @@ def _component(
             problems.add(key, str(exc))
             return None
     return ComponentSpec(entry, params)
+
+
+def _check_channels(
+    spec: ComponentSpec, key: str, dataset: str, channels: int, problems: _Problems
+) -> None:
+    for param in getattr(spec.component, "per_channel", ()):
+        values = spec.params.get(param)
+        if isinstance(values, (list, tuple)) and len(values) not in (1, channels):
+            plural = "s" if channels != 1 else ""
+            problems.add(
+                f"{key}.{param}",
+                f"{len(values)} values, but dataset '{dataset}' has {channels} channel{plural}: "
+                f"give {channels} value{plural}" + ("" if channels == 1 else " or 1 for all"),
+            )
 
 
 def _train_settings(raw: Any, problems: _Problems) -> TrainSettings | None:

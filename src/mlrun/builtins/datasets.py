@@ -100,9 +100,9 @@ def synthetic(
 def register_datasets() -> list[Dataset]:
     """Fashion-MNIST, MNIST and a synthetic dataset."""
     return [
-        Dataset("fashion_mnist", fashion_mnist, "Fashion-MNIST clothing images via torchvision (28x28, 10 classes)", classes=FASHION_MNIST_CLASSES),
-        Dataset("mnist", mnist, "MNIST handwritten digits via torchvision (28x28, 10 classes)", classes=DIGIT_CLASSES),
-        Dataset("synthetic", synthetic, "generated 28x28 images for smoke tests (no download)"),
+        Dataset("fashion_mnist", fashion_mnist, "Fashion-MNIST clothing images via torchvision (28x28, 10 classes)", classes=FASHION_MNIST_CLASSES, channels=1),
+        Dataset("mnist", mnist, "MNIST handwritten digits via torchvision (28x28, 10 classes)", classes=DIGIT_CLASSES, channels=1),
+        Dataset("synthetic", synthetic, "generated 28x28 images for smoke tests (no download)", channels=1),
     ]  # fmt: skip
 
 

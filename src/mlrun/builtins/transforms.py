@@ -71,7 +71,7 @@ def register_transforms() -> list[Transform]:
     """ToTensor, Normalize, Flatten and three augmentations."""
     return [
         Transform("to_tensor", to_tensor, "PIL image to float tensor in [0, 1] (torchvision ToTensor)"),
-        Transform("normalize", normalize, "(x - mean) / std per channel (torchvision Normalize)", validate=_same_length),
+        Transform("normalize", normalize, "(x - mean) / std per channel (torchvision Normalize)", validate=_same_length, per_channel=("mean", "std")),
         Transform("flatten", flatten, "flatten each image to a vector (28x28 -> 784)"),
         Transform("random_horizontal_flip", random_horizontal_flip, "mirror left-right with probability p (train split only)", random=True),
         Transform("random_rotation", random_rotation, "rotate by up to +/- degrees (train split only)", random=True),

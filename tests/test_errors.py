@@ -90,7 +90,7 @@ def test_unknown_component(capsys, override: str, expected: str) -> None:
 def test_unknown_parameter(capsys) -> None:
     err = fails(capsys, "run", SUMMARY, "optimizer.learning_rate=0.1")
     assert "optimizer.learning_rate: unknown parameter for optimizer 'adam' — did you mean 'lr'?" in err
-    assert "(accepted: lr, betas, eps, weight_decay)" in err
+    assert "(accepted: lr, betas, eps, weight_decay, fused)" in err
 
 
 # 7. wrong types, never coerced

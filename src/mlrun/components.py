@@ -55,10 +55,16 @@ class Dataset(Component):
     ``classes`` names the labels in order (shown by predictions); leave it empty if
     unknown. ``channels`` is the number of image channels, if fixed: per-channel
     transform parameters (such as normalize's mean and std) are checked against it.
+
+    ``tensors`` opts the dataset into the in-memory fast path: given a built dataset,
+    it returns ``(samples, labels)``, the raw samples stacked in one tensor exactly as
+    the first transform would receive them one by one (e.g. uint8 ``N x H x W`` for
+    grayscale images), and the labels as a 1-d integer tensor.
     """
 
     classes: tuple[str, ...] = ()
     channels: int | None = None
+    tensors: Callable[[Any], tuple[Any, Any]] | None = None
 
     kind: ClassVar[str] = "dataset"
     injected: ClassVar[frozenset[str]] = frozenset({"train", "transform"})
@@ -76,6 +82,10 @@ class Transform(Component):
 
     random: bool = False
     per_channel: tuple[str, ...] = ()
+    #: Batch version for the in-memory fast path: a factory taking the same parameters
+    #: and returning a function on a whole batch (first dimension = samples) that gives
+    #: the same result as applying the per-sample transform to each sample.
+    batch: Callable[..., Callable[[Any], Any]] | None = None
 
     kind: ClassVar[str] = "transform"
 

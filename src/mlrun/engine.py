@@ -11,14 +11,14 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 import mlrun
+from mlrun import batches
 from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import ComponentSpec, Recipe
 from mlrun.runs import RunFolder
@@ -166,7 +166,7 @@ def versions(recipe: Recipe) -> dict[str, str]:
 def evaluate(
     model: torch.nn.Module,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    loader: DataLoader,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
 ) -> tuple[float, float]:
     """Mean test loss and accuracy, under ``torch.no_grad()`` with the model in eval mode."""
@@ -188,7 +188,7 @@ def evaluate(
 
 
 def train_epoch(
-    built: Built, loader: DataLoader, progress: Any | None = None
+    built: Built, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], progress: Any | None = None
 ) -> float:
     """One pass over the training split: the classic five steps per batch. Returns the mean loss."""
     model, criterion, optimizer = built.model, built.criterion, built.optimizer
@@ -219,14 +219,13 @@ def run(recipe: Recipe, *, echo: Echo = print, progress: bool | None = None) -> 
     built = build(recipe)
     probe(recipe, built)
     settings = recipe.train
-    generator = torch.Generator().manual_seed(settings.seed)
-    train_loader = DataLoader(
-        built.train_set, batch_size=settings.batch_size, shuffle=settings.shuffle,
-        generator=generator, num_workers=settings.num_workers,
-    )  # fmt: skip
-    test_loader = DataLoader(
-        built.test_set, batch_size=settings.eval_batch_size, num_workers=settings.num_workers
-    )
+    # Denormal floats are orders of magnitude slower on CPUs; late in training many
+    # small gradients become denormal and epochs slow down without this.
+    torch.set_flush_denormal(settings.flush_denormal)
+    data_plan = batches.plan(recipe)
+    order = batches.EpochOrder(len(built.train_set), shuffle=settings.shuffle, seed=settings.seed)
+    train_loader = batches.train_batches(recipe, built.train_set, data_plan, order)
+    test_loader = batches.eval_batches(recipe, built.test_set, data_plan)
     folder = RunFolder.create(settings.output_dir, recipe.run_name)
     folder.write_recipe(
         recipe.to_dict(),
@@ -237,6 +236,8 @@ def run(recipe: Recipe, *, echo: Echo = print, progress: bool | None = None) -> 
         "recipe": str(recipe.path),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": str(built.device),
+        "data_path": data_plan.path,
+        "data_path_reason": data_plan.reason,
         "versions": versions(recipe),
     }
     folder.write_status(status)
@@ -245,6 +246,7 @@ def run(recipe: Recipe, *, echo: Echo = print, progress: bool | None = None) -> 
         f"({len(built.train_set)} train / {len(built.test_set)} test samples) on {built.device}, "
         f"{settings.epochs} epoch{'s' if settings.epochs != 1 else ''}; run folder: {folder.path}"
     )
+    echo(f"data path: {data_plan.path} ({data_plan.reason})")
     show_bar = sys.stderr.isatty() if progress is None else progress
     result = RunResult(folder)
     try:

@@ -51,6 +51,14 @@ class TrainSettings(BaseModel):
     check_model_criterion: bool = Field(
         True, description="refuse a criterion that does not fit the model's output"
     )
+    data_path: Literal["auto", "memory", "loader"] = Field(
+        "auto",
+        description="'memory': dataset tensors in memory, transforms per batch (fast); "
+        "'loader': a DataLoader with per-sample transforms; 'auto': memory when possible",
+    )
+    flush_denormal: bool = Field(
+        True, description="flush denormal floats to zero on the CPU (faster; changes tiny values)"
+    )
 
 
 def train_reference() -> list[tuple[str, str, str, str]]:
@@ -324,6 +332,10 @@ def validate_recipe(
         _check_pairing(model, criterion, registry, problems, recipe_warnings)
     if train is not None and train.device == "cuda":
         _check_cuda(problems)
+    if train is not None and train.data_path == "memory" and specs.get("dataset"):
+        blocker = memory_path_blocker(specs["dataset"].component, transforms)  # type: ignore[union-attr]
+        if blocker:
+            problems.add("train.data_path", f"'memory' is not possible: {blocker}; use \"auto\" or \"loader\"")
 
     if problems.lines:
         count = len(problems.lines)
@@ -431,6 +443,16 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def memory_path_blocker(dataset: Component, transforms: Sequence[ComponentSpec]) -> str | None:
+    """Why the in-memory data path cannot serve these components, or None if it can."""
+    if getattr(dataset, "tensors", None) is None:
+        return f"dataset '{dataset.name}' does not provide in-memory tensors"
+    for spec in transforms:
+        if getattr(spec.component, "batch", None) is None:
+            return f"transform '{spec.component.name}' has no batch version"
+    return None
 
 
 def _check_pairing(

@@ -96,13 +96,18 @@ def synthetic(
     return SyntheticImages(split_size, num_classes, split_seed, transform)
 
 
+def raw_tensors(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw uint8 images (N x 28 x 28) and labels of an MNIST-style dataset (fast path)."""
+    return dataset.data, dataset.targets
+
+
 @hookimpl
 def register_datasets() -> list[Dataset]:
     """Fashion-MNIST, MNIST and a synthetic dataset."""
     return [
-        Dataset("fashion_mnist", fashion_mnist, "Fashion-MNIST clothing images via torchvision (28x28, 10 classes)", classes=FASHION_MNIST_CLASSES, channels=1),
-        Dataset("mnist", mnist, "MNIST handwritten digits via torchvision (28x28, 10 classes)", classes=DIGIT_CLASSES, channels=1),
-        Dataset("synthetic", synthetic, "generated 28x28 images for smoke tests (no download)", channels=1),
+        Dataset("fashion_mnist", fashion_mnist, "Fashion-MNIST clothing images via torchvision (28x28, 10 classes)", classes=FASHION_MNIST_CLASSES, channels=1, tensors=raw_tensors),
+        Dataset("mnist", mnist, "MNIST handwritten digits via torchvision (28x28, 10 classes)", classes=DIGIT_CLASSES, channels=1, tensors=raw_tensors),
+        Dataset("synthetic", synthetic, "generated 28x28 images for smoke tests (no download)", channels=1, tensors=raw_tensors),
     ]  # fmt: skip
 
 

@@ -19,10 +19,12 @@ def sgd(
     momentum: Annotated[float, Ge(0)] = 0.0,
     weight_decay: Annotated[float, Ge(0)] = 0.0,
     nesterov: bool = False,
+    fused: bool = True,
 ) -> torch.optim.Optimizer:
-    """Stochastic gradient descent (torch.optim.SGD)."""
+    """Stochastic gradient descent (torch.optim.SGD); ``fused`` uses the one-kernel update."""
     return torch.optim.SGD(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+        fused=fused or None,
     )
 
 
@@ -32,9 +34,12 @@ def adam(
     betas: tuple[Beta, Beta] = (0.9, 0.999),
     eps: Annotated[float, Gt(0)] = 1e-8,
     weight_decay: Annotated[float, Ge(0)] = 0.0,
+    fused: bool = True,
 ) -> torch.optim.Optimizer:
-    """Adam (torch.optim.Adam)."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    """Adam (torch.optim.Adam); ``fused`` uses the one-kernel update (faster, last-bit numerics differ)."""
+    return torch.optim.Adam(
+        params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused or None
+    )
 
 
 def _nesterov_needs_momentum(params: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from conftest import RECIPES, run_cli
@@ -43,7 +44,9 @@ def test_run_writes_a_run_folder(small_recipe: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "epoch 1/1  train_loss" in result.stdout and "test_accuracy" in result.stdout
     (folder,) = (tmp_path / "runs").iterdir()
-    assert {p.name for p in folder.iterdir()} == {"recipe.toml", "run.json", "metrics.csv", "model.pt"}
+    names = {p.name for p in folder.iterdir()}
+    assert {"recipe.toml", "run.json", "metrics.csv", "model.pt", "checkpoint.pt", "steps.csv"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
 
 
 def test_run_subcommand_is_the_same_as_the_short_form(small_recipe: Path, tmp_path: Path) -> None:
@@ -78,3 +81,19 @@ def test_help_has_examples() -> None:
     for args in (("--help",), ("run", "--help"), ("check", "--help"), ("list", "--help")):
         result = run_cli(*args)
         assert result.returncode == 0 and "examples:" in result.stdout, args
+
+
+def test_predict_evaluate_and_runs_commands(small_recipe: Path, tmp_path: Path) -> None:
+    assert run_cli(str(small_recipe), "train.epochs=1", cwd=tmp_path).returncode == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    predicted = run_cli("predict", str(folder), "--index", "3", "--top-k", "10", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    probabilities = [float(line.split()[-1]) for line in predicted.stdout.splitlines() if re.match(r"\s+\d+\. ", line)]
+    assert len(probabilities) == 10 and abs(sum(probabilities) - 1) < 1e-3
+    assert (folder / "predictions" / "index-3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    evaluated = run_cli("evaluate", str(folder), cwd=tmp_path)
+    assert evaluated.returncode == 0 and (folder / "confusion_matrix.png").is_file()
+    listed = run_cli("runs", cwd=tmp_path)
+    assert folder.name in listed.stdout and "completed" in listed.stdout
+    missing = run_cli("predict", str(tmp_path / "nope"), "--index", "0", cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr

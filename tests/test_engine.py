@@ -32,7 +32,11 @@ def test_training_learns_and_writes_the_run_folder(registry, small_recipe: Path)
     folder = result.folder.path
     assert folder.parent == Path("runs").resolve() or folder.parent == Path("runs")
     assert folder.name.startswith("small-")
-    assert sorted(p.name for p in folder.iterdir()) == ["metrics.csv", "model.pt", "recipe.toml", "run.json"]
+    names = {p.name for p in folder.iterdir()}
+    assert {"checkpoint.pt", "metrics.csv", "model.pt", "recipe.toml", "run.json", "steps.csv"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
+    steps = (folder / "steps.csv").read_text().splitlines()
+    assert steps[0] == "epoch,step,train_loss" and len(steps) == 1 + 2 * 19  # 600 samples / 32
     rows = list(csv.DictReader((folder / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert set(rows[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds"}

@@ -45,15 +45,17 @@ class EpochOrder:
         self.generator.set_state(state)
 
 
-class _OrderSampler(Sampler[int]):
-    def __init__(self, order: EpochOrder) -> None:
-        self.order = order
+class _IndexSampler(Sampler[int]):
+    """Yields whatever indices the current epoch was given (set before each iteration)."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order.next_epoch().tolist())
+        return iter(self.indices)
 
     def __len__(self) -> int:
-        return self.order.size
+        return len(self.indices)
 
 
 class TensorBatches:
@@ -65,23 +67,44 @@ class TensorBatches:
         labels: torch.Tensor,
         transform: Callable[[torch.Tensor], torch.Tensor],
         batch_size: int,
-        order: EpochOrder,
     ) -> None:
         self.inputs, self.labels = inputs, labels.long()
         self.transform = transform
         self.batch_size = batch_size
-        self.order = order
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
 
-    def __iter__(self) -> Iterator[Batch]:
-        indices = self.order.next_epoch()
+    def epoch(self, indices: torch.Tensor) -> Iterator[Batch]:
+        """The batches of the given indices, in order."""
         for start in range(0, len(indices), self.batch_size):
             chosen = indices[start : start + self.batch_size]
             # index_select is markedly cheaper than fancy indexing for this gather.
             batch = self.inputs.index_select(0, chosen)
             yield self.transform(batch), self.labels.index_select(0, chosen)
+
+
+class LoaderBatches:
+    """Batches from a DataLoader (per-sample transforms, optional worker processes)."""
+
+    def __init__(self, dataset: Any, batch_size: int, num_workers: int, seed: int) -> None:
+        self.sampler = _IndexSampler()
+        self.batch_size = batch_size
+        self.size = len(dataset)
+        # The loader's own generator only seeds its workers; keeping it separate leaves the
+        # global generator (weights, dropout) untouched, exactly as on the memory path.
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+            generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def epoch(self, indices: torch.Tensor) -> Iterator[Batch]:
+        """The batches of the given indices, in order."""
+        self.sampler.indices = indices.tolist()
+        return iter(self.loader)
 
 
 @dataclass(frozen=True)
@@ -128,33 +151,14 @@ def batch_pipeline(specs: list[ComponentSpec], *, train: bool) -> Callable[[torc
     return pipeline
 
 
-def train_batches(recipe: Recipe, dataset: Any, data_plan: DataPlan, order: EpochOrder) -> Any:
-    """An iterable of training batches for one epoch at a time."""
-    settings = recipe.train
-    if data_plan.path == "memory":
-        inputs, labels = recipe.dataset.component.tensors(dataset)  # type: ignore[attr-defined]
-        return TensorBatches(
-            inputs, labels, batch_pipeline(recipe.transforms, train=True), settings.batch_size, order
-        )
-    # The loader's own generator only seeds its workers; keeping it separate leaves the
-    # global generator (weights, dropout) untouched, exactly as on the memory path.
-    return DataLoader(
-        dataset, batch_size=settings.batch_size, sampler=_OrderSampler(order),
-        num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed),
-    )  # fmt: skip
+BatchSource = TensorBatches | LoaderBatches
 
 
-def eval_batches(recipe: Recipe, dataset: Any, data_plan: DataPlan) -> Any:
-    """An iterable of evaluation batches, in dataset order."""
+def batch_source(recipe: Recipe, dataset: Any, data_plan: DataPlan, *, train: bool) -> BatchSource:
+    """Where the batches of one split come from; call ``.epoch(indices)`` for each pass."""
     settings = recipe.train
-    order = EpochOrder(len(dataset), shuffle=False, seed=0)
+    size = settings.batch_size if train else settings.eval_batch_size
     if data_plan.path == "memory":
         inputs, labels = recipe.dataset.component.tensors(dataset)  # type: ignore[attr-defined]
-        return TensorBatches(
-            inputs, labels, batch_pipeline(recipe.transforms, train=False),
-            settings.eval_batch_size, order,
-        )  # fmt: skip
-    return DataLoader(
-        dataset, batch_size=settings.eval_batch_size, sampler=_OrderSampler(order),
-        num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed),
-    )  # fmt: skip
+        return TensorBatches(inputs, labels, batch_pipeline(recipe.transforms, train=train), size)
+    return LoaderBatches(dataset, size, settings.num_workers, settings.seed)

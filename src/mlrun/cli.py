@@ -15,7 +15,7 @@ from typing import Any
 
 from mlrun.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, MlrunError
 
-COMMANDS = ("run", "check", "list", "plugins", "new")
+COMMANDS = ("run", "check", "resume", "predict", "evaluate", "runs", "list", "plugins", "new")
 
 RUN_EXAMPLES = """\
 examples:
@@ -38,6 +38,30 @@ examples:
   mlrun list
   mlrun list model
   mlrun list optimizer --json
+"""
+
+RESUME_EXAMPLES = """\
+examples:
+  mlrun resume runs/summary-20261130-131159
+  mlrun resume runs/summary-20261130-131159 train.epochs=10 --force   train longer
+  mlrun recipes/summary.toml --resume runs/summary-20261130-131159
+"""
+
+PREDICT_EXAMPLES = """\
+examples:
+  mlrun predict runs/summary-20261130-131159 --index 0 --index 1
+  mlrun predict runs/summary-20261130-131159 shirt.png boot.jpg --top-k 5
+"""
+
+EVALUATE_EXAMPLES = """\
+examples:
+  mlrun evaluate runs/summary-20261130-131159
+"""
+
+RUNS_EXAMPLES = """\
+examples:
+  mlrun runs
+  mlrun runs --dir experiments
 """
 
 PLUGINS_EXAMPLES = """\
@@ -97,6 +121,50 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override recipe values")
         sub.add_argument("--data", metavar="DIR", help="dataset root folder (sets dataset.root)")
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if name == "run":
+            sub.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder (same recipe)")
+            sub.add_argument("--force", action="store_true", help="with --resume: accept a changed recipe")
+
+    resume = commands.add_parser(
+        "resume", help="continue an interrupted run from its last checkpoint",
+        description="Continue a run from its checkpoint, exactly where it stopped.",
+        epilog=RESUME_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. runs/summary-20261130-131159")
+    resume.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="change the recipe (needs --force)")
+    resume.add_argument("--force", action="store_true", help="accept a recipe that differs from the run's")
+    resume.add_argument("--data", metavar="DIR", help="dataset root folder (sets dataset.root)")
+    resume.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    predict = commands.add_parser(
+        "predict", help="classify images or test-set samples with a trained run",
+        description="Classify image files (PNG/JPEG, converted like the training data) or test-set "
+        "samples with a run's trained model; print the top classes and save one picture per sample.",
+        epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    predict.add_argument("images", nargs="*", metavar="IMAGE", help="image files to classify")
+    predict.add_argument("--index", type=int, action="append", default=[], metavar="N", help="a test-set sample (repeatable)")
+    predict.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to print per sample (default 3)")
+    predict.add_argument("--out", metavar="DIR", help="where the pictures go (default RUN_DIR/predictions)")
+    predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="test loss, accuracy, per-class accuracy and a confusion matrix",
+        description="Evaluate a run's trained model on the test split; writes confusion_matrix.png "
+        "and evaluation.json into the run folder.", epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    runs = commands.add_parser(
+        "runs", help="list run folders with status and accuracy",
+        description="List the runs under a folder: status, recipe, epochs, best and final accuracy.",
+        epilog=RUNS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    runs.add_argument("--dir", default="runs", metavar="DIR", help="the output folder (default: runs)")
+    runs.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     listing = commands.add_parser(
         "list", help="list registered components", description="List every registered component, "
@@ -181,6 +249,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         target = create_plugin(args.name, Path(args.dir))
         print(f"created {target}\nnext: cd {target} && pip install -e . && mlrun list model")
         return EXIT_OK
+    if args.command == "runs":
+        from pathlib import Path
+
+        from mlrun.runlist import format_runs, list_runs
+
+        print(format_runs(list_runs(Path(args.dir))))
+        return EXIT_OK
     from mlrun.plugins import PluginSettings, load_plugins
     from mlrun.registry import build_registry
 
@@ -189,9 +264,27 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _list(registry, args.kind, as_json=args.json)
     if args.command == "plugins":
         return _plugins(registry, as_json=args.json)
+    if args.command in ("predict", "evaluate"):
+        from pathlib import Path
+
+        from mlrun import predict
+
+        echo = lambda line: print(line, flush=True)  # noqa: E731
+        if args.command == "evaluate":
+            predict.evaluate(Path(args.run_dir), registry=registry, echo=echo)
+        else:
+            out = Path(args.out) if args.out else None
+            predict.predict(Path(args.run_dir), [Path(i) for i in args.images], args.index,
+                            top_k=args.top_k, out_dir=out, registry=registry, echo=echo)  # fmt: skip
+        return EXIT_OK
+    from pathlib import Path
+
     from mlrun.recipe import load_recipe
 
-    extra = {"dataset": {"root": args.data}} if args.data else None
+    # Absolute, so that the run folder's recipe finds the data from anywhere.
+    extra = {"dataset": {"root": str(Path(args.data).expanduser().resolve())}} if args.data else None
+    if args.command == "resume" or getattr(args, "resume", None):
+        return _resume(args, registry, extra)
     recipe = load_recipe(args.recipe, registry, args.overrides, extra_data=extra)
     if args.command == "check":
         import tomli_w
@@ -209,6 +302,44 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     engine.run(recipe, echo=lambda line: print(line, flush=True))
     return EXIT_OK
+
+
+def _resume(args: argparse.Namespace, registry: Any, extra: dict[str, Any] | None) -> int:
+    """Continue a run folder; a recipe that differs from the run's needs --force."""
+    from pathlib import Path
+
+    from mlrun import engine
+    from mlrun.errors import UsageError
+    from mlrun.recipe import load_recipe
+    from mlrun.runs import RECIPE_FILE, RunFolder
+
+    folder = RunFolder(Path(args.run_dir if args.command == "resume" else args.resume))
+    saved_recipe = folder.path / RECIPE_FILE
+    if not saved_recipe.is_file():
+        raise UsageError(f"{folder.path} is not a run folder: {saved_recipe} is missing")
+    original = load_recipe(saved_recipe, registry)
+    source = saved_recipe if args.command == "resume" else Path(args.recipe)
+    recipe = load_recipe(source, registry, args.overrides, extra_data=extra)
+    changed = _changed_keys(original.to_dict(), recipe.to_dict())
+    if changed and not args.force:
+        raise UsageError(
+            f"the recipe differs from the one {folder.path} was trained with; refusing to resume",
+            problems=[*(f"changed: {key}" for key in changed), "add --force to resume anyway"],
+        )
+    if changed:
+        folder.write_recipe(recipe.to_dict(), header=f"# Resolved recipe; changed on resume: {', '.join(changed)}\n")
+    engine.run(recipe, echo=lambda line: print(line, flush=True), resume=folder)
+    return EXIT_OK
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved recipes."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = sorted(set(before) | set(after), key=lambda k: (k not in before, k))
+        return [c for k in keys for c in _changed_keys(before.get(k), after.get(k), f"{prefix}{k}.")]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [c for i, (b, a) in enumerate(zip(before, after)) for c in _changed_keys(b, a, f"{prefix}{i}.")]
+    return [] if before == after else [prefix.rstrip(".")]
 
 
 def _list(registry: Any, kind: str | None, *, as_json: bool) -> int:

@@ -7,9 +7,13 @@ under ``torch.no_grad()`` with ``model.eval()``.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import platform
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +22,7 @@ from typing import Any
 import torch
 
 import mlrun
-from mlrun import batches
+from mlrun import batches, checkpoint
 from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import ComponentSpec, Recipe
 from mlrun.runs import RunFolder
@@ -187,117 +191,305 @@ def evaluate(
     return float(total_loss) / count, int(correct) / count
 
 
-def train_epoch(
-    built: Built, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], progress: Any | None = None
-) -> float:
-    """One pass over the training split: the classic five steps per batch. Returns the mean loss."""
-    model, criterion, optimizer = built.model, built.criterion, built.optimizer
-    model.train()
-    running = torch.zeros((), device=built.device)
-    count = 0
-    for inputs, labels in loader:
-        inputs, labels = inputs.to(built.device), labels.to(built.device)
-        output = model(inputs)  # forward pass
-        loss = criterion(output, labels)  # loss against the true labels
-        optimizer.zero_grad()  # clear gradients left by the previous step
-        loss.backward()  # compute gradients
-        optimizer.step()  # update weights
-        running += loss.detach() * len(labels)
-        count += len(labels)
-        if progress is not None:
-            progress.update(1)
-    if count == 0:
-        raise MlrunError("the training split is empty: nothing to train on")
-    return float(running) / count
+class Interrupted(MlrunError):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int, *, problems: list[str]) -> None:
+        super().__init__(message, problems=problems)
+        self.exit_code = exit_code
 
 
-def run(recipe: Recipe, *, echo: Echo = print, progress: bool | None = None) -> RunResult:
-    """Build and train a validated recipe, writing a run folder; returns its metrics."""
-    RunFolder.check_writable(recipe.train.output_dir)
+class NonFiniteLoss(MlrunError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Position:
+    """Where training is: the epoch in progress, batches done in it, and the running loss."""
+
+    epoch: int = 1
+    step: int = 0
+    global_step: int = 0
+    indices: torch.Tensor | None = None  # this epoch's sample order; None before it starts
+    loss_sum: float = 0.0
+    sample_count: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    step_losses: list[tuple[int, int, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Runs the classic loop over built components, writing checkpoints into a run folder."""
+
+    def __init__(
+        self, recipe: Recipe, built: Built, folder: RunFolder, *, echo: Echo, show_bar: bool
+    ) -> None:
+        self.recipe, self.built, self.folder = recipe, built, folder
+        self.settings = recipe.train
+        self.echo, self.show_bar = echo, show_bar
+        self.data_plan = batches.plan(recipe)
+        self.train_source = batches.batch_source(recipe, built.train_set, self.data_plan, train=True)
+        self.test_source = batches.batch_source(recipe, built.test_set, self.data_plan, train=False)
+        self.order = batches.EpochOrder(
+            len(built.train_set), shuffle=self.settings.shuffle, seed=self.settings.seed
+        )
+        self.position = Position()
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here."""
+        p = self.position
+        return {
+            "model": self.built.model.state_dict(),
+            "optimizer": self.built.optimizer.state_dict(),
+            "rng": checkpoint.capture_rng(),
+            "order": self.order.state(),
+            "epoch": p.epoch,
+            "step": p.step,
+            "global_step": p.global_step,
+            "indices": p.indices,
+            "loss_sum": p.loss_sum,
+            "sample_count": p.sample_count,
+            "metrics": p.metrics,
+            "step_losses": torch.tensor(p.step_losses, dtype=torch.float64).reshape(-1, 3),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state` loaded from a checkpoint."""
+        self.built.model.load_state_dict(state["model"])
+        self.built.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.restore_rng(state["rng"])
+        self.order.restore(state["order"])
+        self.position = Position(
+            epoch=state["epoch"], step=state["step"], global_step=state["global_step"],
+            indices=state["indices"], loss_sum=state["loss_sum"],
+            sample_count=state["sample_count"], metrics=list(state["metrics"]),
+            step_losses=[(int(e), int(s), float(v)) for e, s, v in state["step_losses"].tolist()],
+        )  # fmt: skip
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint atomically (a failure raises, naming the path)."""
+        checkpoint.save(self.folder.path / checkpoint.CHECKPOINT_FILE, self.state())
+
+    # ---------------------------------------------------------------- the loop
+
+    def fit(self, stop: StopRequests) -> list[dict[str, Any]]:
+        """Train the remaining epochs; returns every epoch's metrics."""
+        p, settings = self.position, self.settings
+        while p.epoch <= settings.epochs:
+            if p.indices is None:
+                p.indices = self.order.next_epoch()
+                p.step, p.loss_sum, p.sample_count = 0, 0.0, 0
+            started = time.perf_counter()
+            self._train_epoch(stop)
+            test_loss, accuracy = evaluate(
+                self.built.model, self.built.criterion,
+                self.test_source.epoch(torch.arange(len(self.built.test_set))), self.built.device,
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            train_loss = p.loss_sum / max(p.sample_count, 1)
+            p.metrics.append({
+                "epoch": p.epoch, "train_loss": round(train_loss, 6), "test_loss": round(test_loss, 6),
+                "test_accuracy": round(accuracy, 6), "seconds": round(seconds, 3),
+            })  # fmt: skip
+            self.echo(
+                f"epoch {p.epoch}/{settings.epochs}  train_loss {train_loss:.4f}  "
+                f"test_loss {test_loss:.4f}  test_accuracy {accuracy:.4f}  {seconds:.1f}s"
+            )
+            p.epoch, p.step, p.indices = p.epoch + 1, 0, None
+            self.folder.write_metrics(p.metrics)
+            self.folder.write_step_losses(p.step_losses)
+            self.save_checkpoint()
+        return p.metrics
+
+    def _train_epoch(self, stop: StopRequests) -> None:
+        """The classic five steps per batch, from where the epoch left off."""
+        p, built, settings = self.position, self.built, self.settings
+        model, criterion, optimizer = built.model, built.criterion, built.optimizer
+        assert p.indices is not None
+        remaining = p.indices[p.step * settings.batch_size :]
+        bar = _progress_bar(p.epoch, settings.epochs, len(self.train_source), p.step) if self.show_bar else None
+        model.train()
+        try:
+            for inputs, labels in self.train_source.epoch(remaining):
+                inputs, labels = inputs.to(built.device), labels.to(built.device)
+                output = model(inputs)  # forward pass
+                loss = criterion(output, labels)  # loss against the true labels
+                optimizer.zero_grad()  # clear gradients left by the previous step
+                loss.backward()  # compute gradients
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    p.step_losses.append((p.epoch, p.step + 1, value))
+                    raise NonFiniteLoss(
+                        f"non-finite loss at epoch {p.epoch}, step {p.step + 1} (loss = {value}); "
+                        "training stopped before the weights were updated",
+                        problems=[
+                            f"the last good checkpoint is kept: {self.folder.path / checkpoint.CHECKPOINT_FILE}",
+                            "try a smaller learning rate (optimizer.lr=...)",
+                        ],
+                    )
+                optimizer.step()  # update weights
+                p.step += 1
+                p.global_step += 1
+                p.loss_sum += value * len(labels)
+                p.sample_count += len(labels)
+                p.step_losses.append((p.epoch, p.step, value))
+                if bar is not None:
+                    bar.update(1)
+                every = settings.checkpoint_every_steps
+                if every and p.global_step % every == 0:
+                    self.save_checkpoint()
+                if stop.signal is not None:
+                    self._stop_for(stop.signal)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _stop_for(self, signum: int) -> None:
+        self.save_checkpoint()
+        self.folder.write_step_losses(self.position.step_losses)
+        name = signal.Signals(signum).name
+        raise Interrupted(
+            f"{name}: stopped at epoch {self.position.epoch}, step {self.position.step}; "
+            "checkpoint saved",
+            128 + signum,
+            problems=[f"resume with: mlrun resume {self.folder.path}"],
+        )
+
+
+class StopRequests:
+    """SIGINT/SIGTERM ask training to stop at the next safe point; a second one exits at once."""
+
+    def __init__(self, echo: Echo) -> None:
+        self.signal: int | None = None
+        self.echo = echo
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._request)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+        self.echo(
+            f"{signal.Signals(signum).name} received: stopping after this step and saving a "
+            "checkpoint (send it again to exit at once)"
+        )
+        # A second signal takes the default path: KeyboardInterrupt / termination. Files
+        # are only ever replaced by atomic renames, so nothing is left half-written.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run(
+    recipe: Recipe,
+    *,
+    echo: Echo = print,
+    progress: bool | None = None,
+    resume: RunFolder | None = None,
+) -> RunResult:
+    """Build and train a validated recipe, writing (or, with ``resume``, continuing) a run folder."""
+    if resume is None:
+        RunFolder.check_writable(recipe.train.output_dir)
     for warning in recipe.warnings:
         echo(f"warning: {warning}")
+    saved = checkpoint.load(resume.path / checkpoint.CHECKPOINT_FILE) if resume else None
     built = build(recipe)
     probe(recipe, built)
     settings = recipe.train
     # Denormal floats are orders of magnitude slower on CPUs; late in training many
     # small gradients become denormal and epochs slow down without this.
     torch.set_flush_denormal(settings.flush_denormal)
-    data_plan = batches.plan(recipe)
-    order = batches.EpochOrder(len(built.train_set), shuffle=settings.shuffle, seed=settings.seed)
-    train_loader = batches.train_batches(recipe, built.train_set, data_plan, order)
-    test_loader = batches.eval_batches(recipe, built.test_set, data_plan)
-    folder = RunFolder.create(settings.output_dir, recipe.run_name)
-    folder.write_recipe(
-        recipe.to_dict(),
-        header=f"# Resolved recipe of {recipe.path}; rerun with: mlrun {folder.path / 'recipe.toml'}\n",
-    )
-    status: dict[str, Any] = {
-        "status": "running",
-        "recipe": str(recipe.path),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "device": str(built.device),
-        "data_path": data_plan.path,
-        "data_path_reason": data_plan.reason,
-        "versions": versions(recipe),
-    }
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    if resume is None:
+        folder = RunFolder.create(settings.output_dir, recipe.run_name)
+        folder.write_recipe(
+            recipe.to_dict(),
+            header=f"# Resolved recipe of {recipe.path}; rerun with: mlrun {folder.path / 'recipe.toml'}\n",
+        )
+        status: dict[str, Any] = {"recipe": str(recipe.path), "started": _now()}
+    else:
+        folder = resume
+        status = folder.read_status()
+        status["resumed"] = [*status.get("resumed", []), _now()]
+    trainer = Trainer(recipe, built, folder, echo=echo, show_bar=show_bar)
+    if saved is not None:
+        trainer.restore(saved)
+    status.update(
+        status="running", device=str(built.device), data_path=trainer.data_plan.path,
+        data_path_reason=trainer.data_plan.reason, versions=versions(recipe),
+    )  # fmt: skip
+    status.pop("error", None)
     folder.write_status(status)
+    where = (
+        f"resuming at epoch {trainer.position.epoch}, step {trainer.position.step}"
+        if saved is not None
+        else f"{settings.epochs} epoch{'s' if settings.epochs != 1 else ''}"
+    )
     echo(
         f"training {recipe.model.component.name} on {recipe.dataset.component.name} "
         f"({len(built.train_set)} train / {len(built.test_set)} test samples) on {built.device}, "
-        f"{settings.epochs} epoch{'s' if settings.epochs != 1 else ''}; run folder: {folder.path}"
+        f"{where}; run folder: {folder.path}"
     )
-    echo(f"data path: {data_plan.path} ({data_plan.reason})")
-    show_bar = sys.stderr.isatty() if progress is None else progress
+    echo(f"data path: {trainer.data_plan.path} ({trainer.data_plan.reason})")
     result = RunResult(folder)
     try:
-        for epoch in range(1, settings.epochs + 1):
-            started = time.perf_counter()
-            bar = _progress_bar(epoch, settings.epochs, len(train_loader)) if show_bar else None
-            try:
-                train_loss = train_epoch(built, train_loader, bar)
-            finally:
-                if bar is not None:
-                    bar.close()
-            test_loss, accuracy = evaluate(built.model, built.criterion, test_loader, built.device)
-            seconds = time.perf_counter() - started
-            row = {
-                "epoch": epoch,
-                "train_loss": round(train_loss, 6),
-                "test_loss": round(test_loss, 6),
-                "test_accuracy": round(accuracy, 6),
-                "seconds": round(seconds, 3),
-            }
-            result.metrics.append(row)
-            folder.write_metrics(result.metrics)
-            echo(
-                f"epoch {epoch}/{settings.epochs}  train_loss {train_loss:.4f}  "
-                f"test_loss {test_loss:.4f}  test_accuracy {accuracy:.4f}  {seconds:.1f}s"
-            )
+        with StopRequests(echo) as stop:
+            result.metrics = trainer.fit(stop)
         folder.save_weights(built.model.state_dict())
+        _plot_metrics(folder, result.metrics, echo)
     except BaseException as exc:
-        status.update(
-            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-            error=f"{type(exc).__name__}: {exc}",
-            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
-        folder.write_status(status)
+        interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
+        status.update(status="interrupted" if interrupted else "failed", finished=_now())
+        status["error"] = exc.render() if isinstance(exc, MlrunError) else f"{type(exc).__name__}: {exc}"
+        _write_status_after_failure(folder, status)
+        with contextlib.suppress(MlrunError):  # the steps up to the failure, NaN step included
+            folder.write_step_losses(trainer.position.step_losses)
+        if trainer.position.metrics:
+            _plot_metrics(folder, trainer.position.metrics, echo)
         if isinstance(exc, Exception) and not isinstance(exc, MlrunError):
             raise MlrunError(
-                f"training failed in epoch {len(result.metrics) + 1}: {type(exc).__name__}: {exc}",
+                f"training failed in epoch {trainer.position.epoch}: {type(exc).__name__}: {exc}",
                 problems=[f"the run folder {folder.path} records the failure (status: failed)"],
             ) from exc
         raise
-    status.update(
-        status="completed",
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        final=result.metrics[-1] if result.metrics else {},
-    )
+    status.update(status="completed", finished=_now(), final=result.metrics[-1] if result.metrics else {})
     folder.write_status(status)
     echo(f"done: test_accuracy {result.final_accuracy:.4f}; weights and metrics in {folder.path}")
     return result
 
 
-def _progress_bar(epoch: int, epochs: int, total: int) -> Any:
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _write_status_after_failure(folder: RunFolder, status: dict[str, Any]) -> None:
+    # The original error matters more than a second one (e.g. the disk is still full).
+    try:
+        folder.write_status(status)
+    except MlrunError:
+        pass
+
+
+def _plot_metrics(folder: RunFolder, rows: list[dict[str, Any]], echo: Echo) -> None:
+    """The loss and accuracy curves as metrics.png; a plotting problem never fails a run."""
+    try:
+        from mlrun.plots import plot_metrics
+    except ImportError:  # matplotlib is optional for training
+        return
+    try:
+        plot_metrics(rows, folder.path / "metrics.png")
+    except Exception as exc:  # noqa: BLE001
+        echo(f"warning: could not draw {folder.path / 'metrics.png'}: {type(exc).__name__}: {exc}")
+
+
+def _progress_bar(epoch: int, epochs: int, total: int, done: int) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
+    return tqdm(total=total, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)

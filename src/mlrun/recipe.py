@@ -56,6 +56,9 @@ class TrainSettings(BaseModel):
         description="'memory': dataset tensors in memory, transforms per batch (fast); "
         "'loader': a DataLoader with per-sample transforms; 'auto': memory when possible",
     )
+    checkpoint_every_steps: int = Field(
+        0, ge=0, description="also checkpoint every N optimizer steps (0: only after each epoch)"
+    )
     flush_denormal: bool = Field(
         True, description="flush denormal floats to zero on the CPU (faster; changes tiny values)"
     )

@@ -6,6 +6,9 @@ Layout of ``<output_dir>/<run_name>-<YYYYmmdd-HHMMSS>/``:
 - ``run.json``     status (running / completed / failed), versions, timings, final metrics
 - ``metrics.csv``  one row per epoch
 - ``model.pt``     the trained weights (a ``state_dict``; load with ``weights_only=True``)
+- ``steps.csv``    the training loss of every step
+- ``checkpoint.pt`` the latest checkpoint (see :mod:`mlrun.checkpoint`), for ``mlrun resume``
+- ``metrics.png``  training vs test loss and test accuracy per epoch
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ RECIPE_FILE = "recipe.toml"
 STATUS_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 WEIGHTS_FILE = "model.pt"
+STEPS_FILE = "steps.csv"
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -37,7 +41,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     then renamed over ``path``. Errors are raised with the path named; the previous
     file is left untouched.
     """
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise MlrunError(f"could not write {path}: {exc.strerror or exc}") from exc
     try:
         os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
         with os.fdopen(handle, "wb") as out:
@@ -138,6 +145,21 @@ class RunFolder:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.path / METRICS_FILE, buffer.getvalue())
+
+    def read_status(self) -> dict[str, Any]:
+        """Load ``run.json`` (an empty status if the run never wrote one)."""
+        path = self.path / STATUS_FILE
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path} is unreadable ({exc}); is this an mlrun run folder?") from exc
+
+    def write_step_losses(self, rows: Sequence[tuple[int, int, float]]) -> None:
+        """Save the training loss of every step as ``steps.csv`` (epoch, step, loss)."""
+        lines = ["epoch,step,train_loss"] + [f"{e},{s},{v!r}" for e, s, v in rows]
+        atomic_write_text(self.path / STEPS_FILE, "\n".join(lines) + "\n")
 
     def save_weights(self, state_dict: Mapping[str, Any]) -> None:
         """Save the model's ``state_dict``."""

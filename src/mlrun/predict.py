@@ -1,0 +1,409 @@
+"""Use a finished run: predict single images or test samples, and evaluate on the test split.
+
+A run folder holds everything needed: ``recipe.toml`` (the resolved recipe, so the
+same components, transforms and dataset are rebuilt) and ``model.pt`` (a
+``state_dict``). Weights are only ever loaded with ``torch.load(...,
+weights_only=True)``: a ``model.pt`` that needs arbitrary unpickling is refused,
+never loaded unsafely, since unpickling can run any code the file's author chose.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from mlrun.engine import compose
+from mlrun.errors import MlrunError, UsageError
+from mlrun.recipe import ComponentSpec, Recipe, read_recipe_file, validate_recipe
+from mlrun.registry import Registry
+from mlrun.runs import RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE, atomic_write_text
+
+Echo = Callable[[str], None]
+
+#: Images given by path are resized to this (width, height): the MNIST-family size.
+IMAGE_SIZE = (28, 28)
+PREDICTIONS_FOLDER = "predictions"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+EVALUATION_FILE = "evaluation.json"
+
+
+@dataclass
+class LoadedRun:
+    """A finished run, ready to predict: its recipe and its trained model in eval mode."""
+
+    run_dir: Path
+    recipe: Recipe
+    model: torch.nn.Module
+    #: The dataset's declared class names; empty if the dataset does not name them.
+    class_names: tuple[str, ...]
+    #: What the model outputs: "logits", "log_probs" or "probs".
+    output_kind: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def names_for(self, count: int) -> list[str]:
+        """Names for ``count`` model outputs: the declared names, else "0", "1", ..."""
+        return class_names_for(self.class_names, count)
+
+
+@dataclass
+class Prediction:
+    """One predicted sample: where it came from, every class probability, the top classes."""
+
+    source: str
+    probabilities: list[float]
+    #: (class index, class name, probability), most probable first.
+    top: list[tuple[int, str, float]]
+    #: The true label, for test-set samples.
+    label: int | None = None
+    png: Path | None = None
+
+
+def class_names_for(declared: Sequence[str], count: int) -> list[str]:
+    """The declared class names for ``count`` outputs, falling back to indices where none is declared."""
+    return [declared[i] if i < len(declared) else str(i) for i in range(count)]
+
+
+def _device(recipe: Recipe) -> torch.device:
+    # Like the engine's "auto", but a run trained on a GPU stays usable on a machine without one.
+    if recipe.train.device != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _missing_weights_message(run_dir: Path, weights: Path) -> str:
+    status = ""
+    try:
+        found = json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8")).get("status")
+        if isinstance(found, str):
+            status = f" (run.json says: {found})"
+    except (OSError, ValueError, AttributeError):
+        pass  # the status is only a hint here; the missing weights are the error
+    return f"{weights} not found: the run did not finish{status}; resume it or pick another run"
+
+
+def _unpickling_reason(message: str) -> str:
+    """The short reason inside torch's long weights-only refusal message."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+    if not found:
+        return "it holds objects other than tensors"
+    # Only the first sentence: the rest tells how to allow-list the object, which mlrun won't.
+    return found.group(1).strip().split(". ")[0].rstrip(".")
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """Read a ``state_dict`` with ``weights_only=True``; every way it can fail is a :class:`UsageError`."""
+    try:
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it is about to refuse anyway.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise UsageError(
+                f"refused: {path} is not a plain weights file; mlrun loads weights only "
+                f"(weights_only=True) ({_unpickling_reason(str(exc))})",
+                problems=["use the model.pt that mlrun wrote for this run, or train the recipe again"],
+            ) from exc
+        raise UsageError(f"{path} is corrupt or truncated ({exc}); train or resume the run again") from exc
+    except FileNotFoundError as exc:
+        raise UsageError(f"{path} not found: the run did not finish; resume it or pick another run") from exc
+    except OSError as exc:  # permissions, I/O errors: the file may be fine, reading it is not
+        raise UsageError(f"cannot read {path} ({exc.strerror or exc}); give the run folder's model.pt, readable by you") from exc
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as exc:
+        # A torn or foreign file fails inside torch's zip reader or pickle decoder with
+        # a mix of exception types; all mean the same to the user.
+        reason = str(exc).split(". ")[0]
+        if not isinstance(exc, RuntimeError):  # e.g. "EOFError", "KeyError: '101'": bare text says too little
+            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        raise UsageError(
+            f"{path} is corrupt or truncated ({reason}); train or resume the run again"
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise UsageError(
+            f"{path} is not a state_dict (found {type(state).__name__}); "
+            "mlrun expects the model.pt its runs write"
+        )
+    return state
+
+
+def load_run(run_dir: Path, registry: Registry) -> LoadedRun:
+    """Rebuild a run's model from its recipe.toml and load its model.pt (weights only), in eval mode."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise UsageError(f"{run_dir}: no such run folder; run folders are under train.output_dir (default: runs/)")
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: not a folder; give a run folder such as runs/summary-20261130-131159")
+    recipe_path = run_dir / RECIPE_FILE
+    if not recipe_path.is_file():
+        raise UsageError(
+            f"{recipe_path} not found: {run_dir} is not a run folder; "
+            "give a folder that mlrun created under train.output_dir (default: runs/)"
+        )
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise UsageError(_missing_weights_message(run_dir, weights))
+    recipe = _load_run_recipe(recipe_path, registry)
+    state = load_weights(weights)
+    model = _build(recipe.model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UsageError(
+            f"{weights} does not fit model '{recipe.model.component.name}' of {recipe_path}: "
+            f"{str(exc).strip().splitlines()[0]}",
+            problems=["the weights and the recipe come from different runs, or the model plugin changed"],
+        ) from exc
+    device = _device(recipe)
+    model.to(device).eval()
+    return LoadedRun(
+        run_dir=run_dir,
+        recipe=recipe,
+        model=model,
+        class_names=tuple(getattr(recipe.dataset.component, "classes", ()) or ()),
+        output_kind=recipe.model.component.output_kind(recipe.model.params),  # type: ignore[attr-defined]
+        device=device,
+    )
+
+
+def _load_run_recipe(recipe_path: Path, registry: Registry) -> Recipe:
+    """The run's resolved recipe; a run trained with device = "cuda" still loads without a GPU."""
+    data = read_recipe_file(recipe_path)
+    train = data.get("train")
+    if isinstance(train, dict) and train.get("device") == "cuda" and not torch.cuda.is_available():
+        # Validation refuses "cuda" without a GPU, which is right for training but would
+        # make a GPU-trained run unusable here; predicting on the CPU is fine.
+        train["device"] = "auto"
+    return validate_recipe(data, registry, path=recipe_path)
+
+
+def _build(spec: ComponentSpec, **injected: Any) -> Any:
+    """Call a component factory; a failure inside a plugin names the component and plugin."""
+    try:
+        return spec.build(**injected)
+    except MlrunError:
+        raise
+    except Exception as exc:
+        component = spec.component
+        raise MlrunError(
+            f"could not build {component.kind} '{component.name}' "
+            f"(from {spec.entry.plugin.label}): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def probabilities(output: torch.Tensor, output_kind: str) -> torch.Tensor:
+    """Class probabilities from a model output (classes on the last dimension)."""
+    if output_kind == "logits":
+        return torch.softmax(output, dim=-1)
+    if output_kind == "log_probs":
+        return output.exp()
+    if output_kind == "probs":
+        return output
+    raise ValueError(f"unknown model output kind {output_kind!r}: expected logits, log_probs or probs")
+
+
+def load_image(path: Path) -> Any:
+    """Open an image file (PNG, JPEG, ...) as a 28x28 grayscale ("L") PIL image."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such image file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a file; give a PNG or JPEG image")
+    try:
+        with Image.open(path) as opened:
+            opened.load()  # decode now, so a truncated file fails here with its name
+            image = opened.convert("L")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"{path}: not a readable image ({reason}); give a PNG or JPEG file") from exc
+    if image.size != IMAGE_SIZE:
+        image = image.resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
+    return image
+
+
+def _test_set(loaded: LoadedRun) -> Any:
+    """Only the test split, with the recipe's evaluation transforms (no augmentation)."""
+    recipe = loaded.recipe
+    return _build(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
+
+
+def _as_input(sample: Any, source: str) -> torch.Tensor:
+    if not isinstance(sample, torch.Tensor):
+        raise UsageError(
+            f"{source}: the recipe's transforms give a {type(sample).__name__}, not a tensor, "
+            "so the model cannot take it; add a to_tensor transform to the recipe"
+        )
+    return sample
+
+
+def _unique_png(out_dir: Path, stem: str, used: set[str]) -> Path:
+    """``stem.png``, or ``stem-2.png`` ... when another sample of this call already took it."""
+    name, count = f"{stem}.png", 1
+    while name in used:
+        count += 1
+        name = f"{stem}-{count}.png"
+    used.add(name)
+    return out_dir / name
+
+
+def predict(
+    run_dir: Path,
+    images: Sequence[Path] = (),
+    indices: Sequence[int] = (),
+    *,
+    top_k: int = 3,
+    out_dir: Path | None = None,
+    registry: Registry,
+    echo: Echo = print,
+) -> list[Prediction]:
+    """Predict image files and test-set samples (by index); print the top classes, save one PNG each."""
+    from mlrun import plots
+
+    if not images and not indices:
+        raise UsageError("nothing to predict: give image files and/or test-set indices (--index N)")
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    loaded = load_run(Path(run_dir), registry)
+    transform = compose(loaded.recipe.transforms, train=False)
+    out_dir = Path(out_dir) if out_dir is not None else loaded.run_dir / PREDICTIONS_FOLDER
+
+    # Validate every input before writing anything: a bad index or file fails the whole call.
+    samples: list[tuple[str, str, torch.Tensor, int | None]] = []
+    for path in map(Path, images):
+        image = load_image(path)
+        sample = transform(image) if transform is not None else image
+        samples.append((str(path), path.stem, _as_input(sample, str(path)), None))
+    if indices:
+        test_set = _test_set(loaded)
+        size = len(test_set)
+        name = loaded.recipe.dataset.component.name
+        for index in indices:
+            if not 0 <= index < size:
+                valid = f"0..{size - 1}" if size else "none: it is empty"
+                raise UsageError(
+                    f"index {index} is out of range: the test split of dataset '{name}' has "
+                    f"{size} samples (valid: {valid})"
+                )
+            sample, label = test_set[index]
+            samples.append((f"test sample {index}", f"index-{index}", _as_input(sample, f"index {index}"), int(label)))
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create {out_dir}: {exc.strerror or exc}; choose another output folder"
+        ) from exc
+
+    results: list[Prediction] = []
+    used: set[str] = set()
+    with torch.no_grad():
+        for source, stem, inputs, label in samples:
+            output = loaded.model(inputs.unsqueeze(0).to(loaded.device))
+            probs = probabilities(output, loaded.output_kind)[0].to("cpu", torch.float64)
+            names = loaded.names_for(len(probs))
+            k = min(top_k, len(probs))
+            values, classes = probs.topk(k)
+            top = [(int(c), names[int(c)], float(v)) for v, c in zip(values, classes)]
+            png = _unique_png(out_dir, stem, used)
+            truth = f" (true class: {names[label] if label < len(names) else label})" if label is not None else ""
+            title = f"{source}{truth}: {top[0][1]} {top[0][2]:.1%}"
+            plots.plot_prediction(inputs, probs.tolist(), names, png, title=title)
+            results.append(Prediction(source, probs.tolist(), top, label, png))
+            echo(f"{source}{truth}")
+            width = max(len(n) for _, n, _ in top)
+            for rank, (_, class_name, value) in enumerate(top, start=1):
+                echo(f"  {rank}. {class_name.ljust(width)}  {value:.4f}")
+            echo(f"  -> {png}")
+    return results
+
+
+def evaluate(run_dir: Path, *, registry: Registry, echo: Echo = print) -> dict[str, Any]:
+    """Test loss, accuracy, per-class accuracy and confusion matrix of a finished run.
+
+    Writes ``confusion_matrix.png`` and ``evaluation.json`` into the run folder. Uses
+    the recipe's test split, evaluation transforms, criterion and
+    ``train.eval_batch_size``, so the accuracy is the one training reported last.
+    """
+    from mlrun import plots
+
+    loaded = load_run(Path(run_dir), registry)
+    recipe = loaded.recipe
+    test_set = _test_set(loaded)
+    if len(test_set) == 0:
+        raise UsageError(f"dataset '{recipe.dataset.component.name}' has an empty test split: nothing to evaluate")
+    criterion = _build(recipe.criterion)
+    if isinstance(criterion, torch.nn.Module):
+        criterion = criterion.to(loaded.device)
+    # A plain DataLoader over the per-sample transforms: the reference definition of the
+    # recipe's evaluation data (the engine's in-memory path is checked to give the same).
+    loader = DataLoader(
+        test_set, batch_size=recipe.train.eval_batch_size, shuffle=False,
+        num_workers=recipe.train.num_workers,
+    )  # fmt: skip
+
+    total_loss = torch.zeros((), dtype=torch.float64)
+    labels_seen: list[torch.Tensor] = []
+    predicted: list[torch.Tensor] = []
+    num_outputs = 0
+    loaded.model.eval()
+    with torch.no_grad():
+        for inputs, labels in loader:
+            inputs, labels = inputs.to(loaded.device), labels.to(loaded.device)
+            output = loaded.model(inputs)
+            # The criterion gives the batch mean; weighting by batch size gives the sample mean.
+            total_loss += float(criterion(output, labels)) * len(labels)
+            num_outputs = output.shape[-1]
+            labels_seen.append(labels.to("cpu", torch.long))
+            predicted.append(output.argmax(dim=-1).to("cpu"))
+    truth, guess = torch.cat(labels_seen), torch.cat(predicted)
+    count = len(truth)
+    num_classes = max(num_outputs, int(truth.max()) + 1)
+    # Row = true class, column = predicted class.
+    matrix = torch.bincount(truth * num_classes + guess, minlength=num_classes**2).reshape(num_classes, num_classes)
+    names = loaded.names_for(num_classes)
+    per_class_samples = matrix.sum(dim=1)
+    per_class = [
+        {
+            "class": i,
+            "name": names[i],
+            "samples": int(per_class_samples[i]),
+            # A class absent from the test split has no accuracy (JSON cannot hold NaN).
+            "accuracy": float(matrix[i, i]) / int(per_class_samples[i]) if per_class_samples[i] else None,
+        }
+        for i in range(num_classes)
+    ]
+    correct = int(matrix.diagonal().sum())
+    run_dir = loaded.run_dir
+    result: dict[str, Any] = {
+        "run": str(run_dir),
+        "samples": count,
+        "test_loss": float(total_loss) / count,
+        "test_accuracy": correct / count,
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "class_names": names,
+        "confusion_matrix_png": str(run_dir / CONFUSION_MATRIX_FILE),
+    }
+    plots.plot_confusion_matrix(matrix, names, run_dir / CONFUSION_MATRIX_FILE)
+    atomic_write_text(run_dir / EVALUATION_FILE, json.dumps(result, indent=2) + "\n")
+
+    echo(
+        f"{run_dir}: test_loss {result['test_loss']:.4f}  test_accuracy {result['test_accuracy']:.4f}  "
+        f"({count} test samples)"
+    )
+    width = max(len(n) for n in names)
+    for row in per_class:
+        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        echo(f"  {row['name'].ljust(width)}  {accuracy}  ({row['samples']} samples)")
+    echo(f"wrote {run_dir / CONFUSION_MATRIX_FILE} and {run_dir / EVALUATION_FILE}")
+    return result

@@ -1,0 +1,289 @@
+"""Predicting and evaluating with a finished run: probabilities, PNGs, and refusing bad weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SMALL_RECIPE, write_recipe
+from mlrun import engine, predict
+from mlrun.builtins.datasets import FASHION_MNIST_CLASSES
+from mlrun.errors import UsageError
+from mlrun.plugins import PluginSettings, load_plugins
+from mlrun.recipe import load_recipe
+from mlrun.registry import build_registry
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+QUIET = {"echo": lambda line: None, "progress": False}
+
+#: One 1-epoch run per kind of model output; batch size 100 keeps each well under a second.
+VARIANTS = {
+    "log_probs": ["train.epochs=1", "train.batch_size=100"],  # classifier + nll (the Summary)
+    "logits": ["train.epochs=1", "train.batch_size=100", "model.name=sequential", "criterion.name=cross_entropy"],
+    "probs": ["train.epochs=1", "train.batch_size=100", "model.name=network_alternative", "criterion.name=nll_probs"],
+    # A smaller learning rate leaves the model imperfect, so accuracy comparisons mean something.
+    "imperfect": ["train.epochs=1", "train.batch_size=100", "optimizer.lr=0.001"],
+}
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return build_registry(load_plugins(PluginSettings(autoload=False)))
+
+
+@pytest.fixture(scope="module")
+def trained(registry, idx_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Train each variant once per module (on first use); tests copy a run before damaging it."""
+    base = tmp_path_factory.mktemp("predict-runs")
+    recipe_path = write_recipe(base / "small.toml", SMALL_RECIPE.format(root=idx_root))
+    folders: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in folders:
+            overrides = [*VARIANTS[variant], f"train.output_dir={base / 'runs'}", f"train.run_name={variant}"]
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("MLRUN_OFFLINE", "1")
+                result = engine.run(load_recipe(recipe_path, registry, overrides), **QUIET)
+            folders[variant] = result.folder.path
+        return folders[variant]
+
+    return get
+
+
+def copy_run(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / source.name
+    shutil.copytree(source, target)
+    return target
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 100 and image.height > 100
+
+
+def stored_test_image(idx_root: Path, index: int) -> Image.Image:
+    """A test-split image exactly as stored in the generated IDX files."""
+    from torchvision import datasets
+
+    data = datasets.FashionMNIST(str(idx_root), train=False, download=False).data
+    return Image.fromarray(data[index].numpy(), mode="L")
+
+
+def test_predict_by_index_prints_top_k_and_writes_pngs(registry, trained, tmp_path: Path) -> None:
+    run_dir = copy_run(trained("imperfect"), tmp_path)
+    lines: list[str] = []
+    results = predict.predict(run_dir, [], [12, 0], top_k=10, registry=registry, echo=lines.append)
+    assert [r.source for r in results] == ["test sample 12", "test sample 0"]
+    assert [r.png for r in results] == [run_dir / "predictions" / "index-12.png", run_dir / "predictions" / "index-0.png"]
+    for result in results:
+        assert len(result.probabilities) == 10
+        assert abs(sum(result.probabilities) - 1) < 1e-5
+        assert all(0 <= p <= 1 for p in result.probabilities)
+        assert [p for _, _, p in result.top] == sorted(result.probabilities, reverse=True)
+        assert [name for _, name, _ in result.top] == [FASHION_MNIST_CLASSES[i] for i, _, _ in result.top]
+        assert isinstance(result.label, int) and 0 <= result.label < 10
+        assert_png(result.png)
+    # The printed block of each sample lists all 10 classes; printed to 4 decimals they sum to ~1.
+    text = "\n".join(lines)
+    assert "test sample 12 (true class: " in text
+    printed = [float(v) for v in re.findall(r"^\s+\d+\. .+?\s+(\d\.\d{4})$", text, flags=re.M)]
+    assert len(printed) == 20
+    assert abs(sum(printed[:10]) - 1) < 10 * 0.5e-4 and abs(sum(printed[10:]) - 1) < 10 * 0.5e-4
+
+
+def test_predict_on_a_png_matches_the_same_test_sample(registry, trained, idx_root: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(trained("imperfect"), tmp_path)
+    image_path = tmp_path / "shoe.png"
+    stored_test_image(idx_root, 7).save(image_path)
+    out_dir = tmp_path / "out"
+    from_file, from_index = predict.predict(
+        run_dir, [image_path], [7], top_k=3, out_dir=out_dir, registry=registry, echo=lambda line: None
+    )
+    assert from_file.png == out_dir / "shoe.png" and from_index.png == out_dir / "index-7.png"
+    assert_png(from_file.png)
+    assert len(from_file.top) == 3 and from_file.label is None
+    # Same pixels, same evaluation transforms, same model: the same answer.
+    assert torch.allclose(torch.tensor(from_file.probabilities), torch.tensor(from_index.probabilities), atol=1e-6)
+    assert not (run_dir / "predictions").exists()  # out_dir was used instead
+
+
+def test_predict_resizes_colour_jpegs_and_keeps_names_apart(registry, trained, idx_root: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(trained("log_probs"), tmp_path)
+    big = stored_test_image(idx_root, 3).resize((84, 84)).convert("RGB")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    big.save(tmp_path / "a" / "item.jpg", format="JPEG")
+    big.save(tmp_path / "b" / "item.png")
+    results = predict.predict(
+        run_dir, [tmp_path / "a" / "item.jpg", tmp_path / "b" / "item.png"], [], registry=registry, echo=lambda line: None
+    )
+    assert [r.png.name for r in results] == ["item.png", "item-2.png"]  # the second does not overwrite the first
+    for result in results:
+        assert abs(sum(result.probabilities) - 1) < 1e-5
+        assert_png(result.png)
+
+
+@pytest.mark.parametrize("variant", ["logits", "log_probs", "probs"])
+def test_every_model_output_kind_gives_probabilities(registry, trained, tmp_path: Path, variant: str) -> None:
+    run_dir = copy_run(trained(variant), tmp_path)
+    loaded = predict.load_run(run_dir, registry)
+    assert loaded.output_kind == variant and not loaded.model.training
+    [result] = predict.predict(run_dir, [], [5], top_k=2, registry=registry, echo=lambda line: None)
+    assert abs(sum(result.probabilities) - 1) < 1e-5 and len(result.top) == 2
+    # The trained models learn this easy data: the most probable class is the true one.
+    assert result.top[0][0] == result.label
+    assert_png(result.png)
+
+
+def test_probabilities_by_output_kind() -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0]])
+    expected = torch.softmax(logits, dim=1)
+    assert torch.allclose(predict.probabilities(logits, "logits"), expected)
+    assert torch.allclose(predict.probabilities(torch.log_softmax(logits, dim=1), "log_probs"), expected)
+    assert torch.equal(predict.probabilities(expected, "probs"), expected)
+    with pytest.raises(ValueError, match="unknown model output kind 'scores'"):
+        predict.probabilities(logits, "scores")
+
+
+def test_class_names_fall_back_to_indices() -> None:
+    assert predict.class_names_for((), 3) == ["0", "1", "2"]
+    assert predict.class_names_for(("cat", "dog"), 3) == ["cat", "dog", "2"]
+
+
+def test_synthetic_dataset_without_class_names_uses_indices(registry, tmp_path: Path) -> None:
+    recipe_path = write_recipe(
+        tmp_path / "synthetic.toml",
+        SMALL_RECIPE.format(root="unused").replace('name = "fashion_mnist"\nroot = "unused"', 'name = "synthetic"\nsize = 200\nnum_classes = 4'),
+    )
+    # The dataset names no classes and the model has 10 outputs: the names are the indices 0..9.
+    recipe = load_recipe(recipe_path, registry, ["train.epochs=1", "train.batch_size=100"])
+    run_dir = engine.run(recipe, **QUIET).folder.path
+    [result] = predict.predict(run_dir, [], [0], top_k=10, registry=registry, echo=lambda line: None)
+    assert sorted(name for _, name, _ in result.top) == sorted(str(i) for i in range(10))
+
+
+def test_evaluate_agrees_with_the_run_and_writes_its_files(registry, trained, tmp_path: Path) -> None:
+    run_dir = copy_run(trained("imperfect"), tmp_path)
+    lines: list[str] = []
+    result = predict.evaluate(run_dir, registry=registry, echo=lines.append)
+    final = list(csv.DictReader((run_dir / "metrics.csv").open()))[-1]
+    assert 0.3 < result["test_accuracy"] < 1.0  # an imperfect model: the comparison below can fail
+    assert round(result["test_accuracy"], 6) == float(final["test_accuracy"])
+    assert result["test_loss"] == pytest.approx(float(final["test_loss"]), abs=2e-6)
+
+    matrix = torch.tensor(result["confusion_matrix"])
+    assert matrix.shape == (10, 10) and int(matrix.sum()) == result["samples"] == 200
+    assert int(matrix.trace()) / 200 == result["test_accuracy"]
+    per_class = result["per_class"]
+    assert [c["name"] for c in per_class] == list(FASHION_MNIST_CLASSES)
+    assert [c["samples"] for c in per_class] == matrix.sum(dim=1).tolist()
+    # Per-class accuracies, weighted by class size, average to the overall accuracy.
+    weighted = sum(c["accuracy"] * c["samples"] for c in per_class) / 200
+    assert weighted == pytest.approx(result["test_accuracy"])
+    assert all(0 <= c["accuracy"] <= 1 for c in per_class)
+    assert min(c["accuracy"] for c in per_class) < 1  # the imperfect model misses some class
+
+    assert_png(run_dir / "confusion_matrix.png")
+    saved = json.loads((run_dir / "evaluation.json").read_text())
+    assert saved["test_accuracy"] == result["test_accuracy"] and saved["confusion_matrix"] == result["confusion_matrix"]
+    assert any("test_accuracy" in line for line in lines) and any("Ankle boot" in line for line in lines)
+
+
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(registry, trained, tmp_path: Path) -> None:
+    sentinel = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(sentinel), "w"))  # unpickling this creates the sentinel file
+
+    run_dir = copy_run(trained("log_probs"), tmp_path)
+    for save in (
+        lambda path: torch.save({"weight": Payload()}, path),  # torch's zip format
+        lambda path: path.write_bytes(pickle.dumps({"weight": Payload()})),  # a bare pickle
+    ):
+        save(run_dir / "model.pt")
+        with pytest.raises(UsageError) as info:
+            predict.load_run(run_dir, registry)
+        message = str(info.value)
+        assert message.startswith(f"refused: {run_dir / 'model.pt'} is not a plain weights file")
+        assert "weights_only=True" in message
+        with pytest.raises(UsageError, match="refused"):
+            predict.evaluate(run_dir, registry=registry, echo=lambda line: None)
+        assert not sentinel.exists()
+    # The payload is live: unsafe loading would have run it (which is why mlrun never does).
+    pickle.loads(pickle.dumps({"weight": Payload()}))
+    assert sentinel.exists()
+
+
+def test_truncated_weights_are_reported_as_corrupt(registry, trained, tmp_path: Path) -> None:
+    run_dir = copy_run(trained("log_probs"), tmp_path)
+    weights = run_dir / "model.pt"
+    data = weights.read_bytes()
+    for broken in (data[: len(data) // 2], b""):
+        weights.write_bytes(broken)
+        with pytest.raises(UsageError, match=re.escape(f"{weights} is corrupt or truncated (")):
+            predict.load_run(run_dir, registry)
+
+
+def test_weights_of_another_model_do_not_fit(registry, trained, tmp_path: Path) -> None:
+    run_dir = copy_run(trained("log_probs"), tmp_path)
+    shutil.copy(trained("probs") / "model.pt", run_dir / "model.pt")
+    with pytest.raises(UsageError, match="does not fit model 'classifier'"):
+        predict.load_run(run_dir, registry)
+
+
+def test_folders_that_are_not_finished_runs(registry, trained, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such run folder"):
+        predict.load_run(tmp_path / "nowhere", registry)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match=re.escape(f"{tmp_path / 'empty' / 'recipe.toml'} not found")):
+        predict.load_run(tmp_path / "empty", registry)
+    run_dir = copy_run(trained("log_probs"), tmp_path)
+    (run_dir / "model.pt").unlink()
+    status = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**status, "status": "interrupted"}))
+    with pytest.raises(UsageError) as info:
+        predict.predict(run_dir, [], [0], registry=registry, echo=lambda line: None)
+    assert str(info.value) == (
+        f"{run_dir / 'model.pt'} not found: the run did not finish (run.json says: interrupted); "
+        "resume it or pick another run"
+    )
+
+
+def test_bad_predict_inputs_are_usage_errors_and_write_nothing(registry, trained, tmp_path: Path) -> None:
+    run_dir = copy_run(trained("log_probs"), tmp_path)
+    quiet = {"registry": registry, "echo": lambda line: None}
+    with pytest.raises(UsageError, match=re.escape("index 200 is out of range: the test split of dataset 'fashion_mnist' has 200 samples (valid: 0..199)")):
+        predict.predict(run_dir, [], [3, 200], **quiet)
+    with pytest.raises(UsageError, match="index -1 is out of range"):
+        predict.predict(run_dir, [], [-1], **quiet)
+    with pytest.raises(UsageError, match=re.escape(f"{tmp_path / 'missing.png'}: no such image file")):
+        predict.predict(run_dir, [tmp_path / "missing.png"], [], **quiet)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(UsageError, match=re.escape(f"{tmp_path / 'notes.png'}: not a readable image")):
+        predict.predict(run_dir, [tmp_path / "notes.png"], [], **quiet)
+    with pytest.raises(UsageError, match="nothing to predict"):
+        predict.predict(run_dir, [], [], **quiet)
+    with pytest.raises(UsageError, match="--top-k must be at least 1"):
+        predict.predict(run_dir, [], [0], top_k=0, **quiet)
+    assert not (run_dir / "predictions").exists()  # nothing was written for any bad call
+
+
+def test_load_image_gives_28x28_grayscale(tmp_path: Path) -> None:
+    Image.new("RGBA", (50, 40), (255, 0, 0, 255)).save(tmp_path / "red.png")
+    image = predict.load_image(tmp_path / "red.png")
+    assert image.mode == "L" and image.size == (28, 28)
+    with pytest.raises(UsageError, match="not a file"):
+        predict.load_image(tmp_path)

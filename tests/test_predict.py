@@ -217,7 +217,7 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(registry, trained, tm
         with pytest.raises(UsageError) as info:
             predict.load_run(run_dir, registry)
         message = str(info.value)
-        assert message.startswith(f"refused: {run_dir / 'model.pt'} is not a plain weights file")
+        assert message.startswith(f"refused to load {run_dir / 'model.pt'}: it is not a plain weights file")
         assert "weights_only=True" in message
         with pytest.raises(UsageError, match="refused"):
             predict.evaluate(run_dir, registry=registry, echo=lambda line: None)

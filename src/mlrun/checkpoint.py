@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,50 @@ def save(path: Path, checkpoint: dict[str, Any]) -> None:
     atomic_write(path, lambda out: torch.save({"format": FORMAT, **checkpoint}, out))
 
 
+def load_weights_only(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``; every way it can fail becomes a :class:`UsageError`.
+
+    A file that needs arbitrary unpickling is refused, never loaded another way.
+    """
+    try:
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it is about to refuse anyway.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise UsageError(
+                f"refused to load {path}: it is not a plain weights file (it needs arbitrary "
+                f"unpickling, which could run code: {_unpickling_reason(str(exc))}); "
+                "mlrun loads weights only (weights_only=True)",
+                problems=["use the files mlrun wrote for this run, or train the recipe again"],
+            ) from exc
+        raise UsageError(f"{path} is corrupt or truncated ({exc})") from exc
+    except FileNotFoundError as exc:
+        raise UsageError(f"{path} not found") from exc
+    except OSError as exc:  # permissions, I/O errors: the file may be fine, reading it is not
+        raise UsageError(f"cannot read {path} ({exc.strerror or exc})") from exc
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, zipfile.BadZipFile) as exc:
+        # A torn or foreign file fails inside torch's zip reader or pickle decoder with
+        # a mix of exception types; all mean the same to the user.
+        reason = str(exc).split(". ")[0].splitlines()[0][:200] if str(exc) else ""
+        if not isinstance(exc, RuntimeError):  # "EOFError", "KeyError: '101'": bare text says too little
+            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        raise UsageError(
+            f"{path} is corrupt or truncated ({reason})",
+            problems=["train or resume the run again"],
+        ) from exc
+
+
+def _unpickling_reason(message: str) -> str:
+    """The short reason inside torch's long weights-only refusal message."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+    if not found:
+        return "it holds objects other than tensors"
+    # Only the first sentence: the rest tells how to allow-list the object, which mlrun won't.
+    return found.group(1).strip().split(". ")[0].rstrip(".")
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; refuse anything else, clearly."""
     if not path.is_file():
@@ -65,19 +111,7 @@ def load(path: Path) -> dict[str, Any]:
             f"{path} not found: this run has no checkpoint yet (it stopped before the first one)",
             problems=["start it again with `mlrun RECIPE`"],
         )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UsageError(
-            f"refused to load {path}: it is not a plain checkpoint (it needs arbitrary "
-            "unpickling, which could run code); mlrun loads checkpoints with weights_only=True",
-            problems=[f"detail: {str(exc).splitlines()[0][:200]}"],
-        ) from exc
-    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as exc:
-        raise UsageError(
-            f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-            problems=["resume from another run, or start again with `mlrun RECIPE`"],
-        ) from exc
+    data = load_weights_only(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path} is not an mlrun checkpoint (format {FORMAT} expected)")
     return data

@@ -78,7 +78,7 @@ def seed_everything(seed: int) -> None:
 def compose(specs: list[ComponentSpec], *, train: bool) -> Callable[[Any], Any] | None:
     """Build the transform pipeline; random transforms (augmentation) apply to training only."""
     steps = [
-        _build(spec) for spec in specs if train or not getattr(spec.component, "random", False)
+        build_component(spec) for spec in specs if train or not getattr(spec.component, "random", False)
     ]
     if not steps:
         return None
@@ -91,7 +91,7 @@ def compose(specs: list[ComponentSpec], *, train: bool) -> Callable[[Any], Any] 
     return pipeline
 
 
-def _build(spec: ComponentSpec, **injected: Any) -> Any:
+def build_component(spec: ComponentSpec, **injected: Any) -> Any:
     """Call a component's factory; a failure inside a plugin names the component and plugin."""
     try:
         return spec.build(**injected)
@@ -109,13 +109,13 @@ def build(recipe: Recipe) -> Built:
     """Construct datasets, model, criterion and optimizer, seeded for reproducibility."""
     seed_everything(recipe.train.seed)
     device = select_device(recipe.train.device)
-    train_set = _build(recipe.dataset, train=True, transform=compose(recipe.transforms, train=True))
-    test_set = _build(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
-    model = _build(recipe.model).to(device)
-    criterion = _build(recipe.criterion)
+    train_set = build_component(recipe.dataset, train=True, transform=compose(recipe.transforms, train=True))
+    test_set = build_component(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
+    model = build_component(recipe.model).to(device)
+    criterion = build_component(recipe.criterion)
     if isinstance(criterion, torch.nn.Module):
         criterion = criterion.to(device)
-    optimizer = _build(recipe.optimizer, params=model.parameters())
+    optimizer = build_component(recipe.optimizer, params=model.parameters())
     return Built(train_set, test_set, model, criterion, optimizer, device)
 
 

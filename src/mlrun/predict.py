@@ -10,9 +10,6 @@ never loaded unsafely, since unpickling can run any code the file's author chose
 from __future__ import annotations
 
 import json
-import pickle
-import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +18,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from mlrun.engine import compose
-from mlrun.errors import MlrunError, UsageError
-from mlrun.recipe import ComponentSpec, Recipe, read_recipe_file, validate_recipe
+from mlrun.checkpoint import load_weights_only
+from mlrun.engine import build_component, compose
+from mlrun.errors import UsageError
+from mlrun.recipe import Recipe, read_recipe_file, validate_recipe
 from mlrun.registry import Registry
 from mlrun.runs import RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE, atomic_write_text
 
@@ -90,43 +88,9 @@ def _missing_weights_message(run_dir: Path, weights: Path) -> str:
     return f"{weights} not found: the run did not finish{status}; resume it or pick another run"
 
 
-def _unpickling_reason(message: str) -> str:
-    """The short reason inside torch's long weights-only refusal message."""
-    found = re.search(r"WeightsUnpickler error:\s*(.+)", message)
-    if not found:
-        return "it holds objects other than tensors"
-    # Only the first sentence: the rest tells how to allow-list the object, which mlrun won't.
-    return found.group(1).strip().split(". ")[0].rstrip(".")
-
-
 def load_weights(path: Path) -> dict[str, Any]:
     """Read a ``state_dict`` with ``weights_only=True``; every way it can fail is a :class:`UsageError`."""
-    try:
-        with warnings.catch_warnings():
-            # torch warns about the pickle protocol of files it is about to refuse anyway.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
-            raise UsageError(
-                f"refused: {path} is not a plain weights file; mlrun loads weights only "
-                f"(weights_only=True) ({_unpickling_reason(str(exc))})",
-                problems=["use the model.pt that mlrun wrote for this run, or train the recipe again"],
-            ) from exc
-        raise UsageError(f"{path} is corrupt or truncated ({exc}); train or resume the run again") from exc
-    except FileNotFoundError as exc:
-        raise UsageError(f"{path} not found: the run did not finish; resume it or pick another run") from exc
-    except OSError as exc:  # permissions, I/O errors: the file may be fine, reading it is not
-        raise UsageError(f"cannot read {path} ({exc.strerror or exc}); give the run folder's model.pt, readable by you") from exc
-    except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as exc:
-        # A torn or foreign file fails inside torch's zip reader or pickle decoder with
-        # a mix of exception types; all mean the same to the user.
-        reason = str(exc).split(". ")[0]
-        if not isinstance(exc, RuntimeError):  # e.g. "EOFError", "KeyError: '101'": bare text says too little
-            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
-        raise UsageError(
-            f"{path} is corrupt or truncated ({reason}); train or resume the run again"
-        ) from exc
+    state = load_weights_only(path)
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise UsageError(
             f"{path} is not a state_dict (found {type(state).__name__}); "
@@ -153,7 +117,7 @@ def load_run(run_dir: Path, registry: Registry) -> LoadedRun:
         raise UsageError(_missing_weights_message(run_dir, weights))
     recipe = _load_run_recipe(recipe_path, registry)
     state = load_weights(weights)
-    model = _build(recipe.model)
+    model = build_component(recipe.model)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -183,20 +147,6 @@ def _load_run_recipe(recipe_path: Path, registry: Registry) -> Recipe:
         # make a GPU-trained run unusable here; predicting on the CPU is fine.
         train["device"] = "auto"
     return validate_recipe(data, registry, path=recipe_path)
-
-
-def _build(spec: ComponentSpec, **injected: Any) -> Any:
-    """Call a component factory; a failure inside a plugin names the component and plugin."""
-    try:
-        return spec.build(**injected)
-    except MlrunError:
-        raise
-    except Exception as exc:
-        component = spec.component
-        raise MlrunError(
-            f"could not build {component.kind} '{component.name}' "
-            f"(from {spec.entry.plugin.label}): {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def probabilities(output: torch.Tensor, output_kind: str) -> torch.Tensor:
@@ -234,7 +184,7 @@ def load_image(path: Path) -> Any:
 def _test_set(loaded: LoadedRun) -> Any:
     """Only the test split, with the recipe's evaluation transforms (no augmentation)."""
     recipe = loaded.recipe
-    return _build(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
+    return build_component(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
 
 
 def _as_input(sample: Any, source: str) -> torch.Tensor:
@@ -341,7 +291,7 @@ def evaluate(run_dir: Path, *, registry: Registry, echo: Echo = print) -> dict[s
     test_set = _test_set(loaded)
     if len(test_set) == 0:
         raise UsageError(f"dataset '{recipe.dataset.component.name}' has an empty test split: nothing to evaluate")
-    criterion = _build(recipe.criterion)
+    criterion = build_component(recipe.criterion)
     if isinstance(criterion, torch.nn.Module):
         criterion = criterion.to(loaded.device)
     # A plain DataLoader over the per-sample transforms: the reference definition of the

@@ -361,7 +361,7 @@ def _component(
     raw: Any, kind: str, key: str, registry: Registry, problems: _Problems
 ) -> ComponentSpec | None:
     if not isinstance(raw, dict):
-        example = f"[[transforms]]" if kind == "transform" else f"[{key}]"
+        example = "[[transforms]]" if kind == "transform" else f"[{key}]"
         problems.add(key, f"must be a table with a name, e.g. {example} name = \"...\"")
         return None
     name = raw.get("name")

@@ -22,7 +22,7 @@ name = "{dist}"
 version = "0.1.0"
 description = "mlrun plugin: {dist}"
 requires-python = ">=3.10"
-dependencies = ["mlrun", "torch>=2.4"]
+dependencies = ["mlrun", "torch>=2.4", "annotated-types>=0.6"]
 
 [project.optional-dependencies]
 test = ["pytest>=8"]

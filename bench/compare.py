@@ -5,8 +5,8 @@ log_softmax, NLLLoss, Adam lr 0.01, batch 64) for the same epochs with the same
 seed, evaluating on the test split after every epoch. Each runs in its own
 process, so start-up, time to first step and peak memory are measured honestly.
 
-    python bench/compare.py            # 5 epochs each (about 2 minutes on 2 cores)
-    python bench/compare.py --epochs 2
+    python bench/compare.py            # 5 epochs, 3 rounds (about 4 minutes on 2 cores)
+    python bench/compare.py --epochs 2 --rounds 1
 
 Printed: seconds per epoch (training + evaluation, median over epochs), time from
 process start to the first optimizer step, peak resident memory, final test
@@ -210,6 +210,7 @@ def wall(command: list[str], repeats: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="times to run each of (a) (b) (c), in turn")
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -217,19 +218,29 @@ def main() -> None:
         return
 
     print(f"benchmark: {args.epochs} epochs each, batch 64, Adam lr 0.01, seed {SEED}; "
-          f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")  # fmt: skip
-    results = {kind: measure(kind, args.epochs) for kind in ("classic", "tensor", "mlrun")}
+          f"{args.rounds} rounds of (a) (b) (c) in turn; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")  # fmt: skip
+    kinds = ("classic", "tensor", "mlrun")
+    rounds = [{kind: measure(kind, args.epochs) for kind in kinds} for _ in range(args.rounds)]
+
+    def median(kind: str, key: str) -> float:
+        return statistics.median(r[kind][key] for r in rounds)
+
+    def ratio(top: str, bottom: str, key: str) -> float:
+        """Median of the per-round ratios: robust to the machine's speed drifting between rounds."""
+        return statistics.median(r[top][key] / r[bottom][key] for r in rounds)
+
+    path = rounds[0]["mlrun"]["data_path"]
     labels = {"classic": "(a) classic DataLoader loop", "tensor": "(b) hand-written tensor loop",
-              "mlrun": f"(c) mlrun ({results['mlrun']['data_path']} path)"}  # fmt: skip
+              "mlrun": f"(c) mlrun ({path} path)"}  # fmt: skip
     print(f"\n{'':32} {'s/epoch':>8} {'first step':>11} {'peak RSS':>10} {'accuracy':>9}")
-    for kind, r in results.items():
-        print(f"{labels[kind]:32} {r['epoch_s']:8.2f} {r['first_step_s']:10.2f}s "
-              f"{r['peak_rss_mib']:7.0f} MiB {r['accuracy']:9.4f}")  # fmt: skip
-    a, b, c = (results[k] for k in ("classic", "tensor", "mlrun"))
-    print(f"\nspeed-up (a)/(c): {a['epoch_s'] / c['epoch_s']:.2f}x   (target >= 7)")
-    print(f"overhead (c)/(b): {c['epoch_s'] / b['epoch_s']:.2f}x   (target <= 1.1)")
-    print(f"accuracy (c)-(a): {100 * (c['accuracy'] - a['accuracy']):+.2f} points   (target within +/-1)")
-    print(f"peak RSS (c)/(a): {c['peak_rss_mib'] / a['peak_rss_mib']:.2f}   (target <= 1)")
+    for kind in kinds:
+        print(f"{labels[kind]:32} {median(kind, 'epoch_s'):8.2f} {median(kind, 'first_step_s'):10.2f}s "
+              f"{median(kind, 'peak_rss_mib'):7.0f} MiB {median(kind, 'accuracy'):9.4f}")  # fmt: skip
+    accuracy_gap = 100 * (median("mlrun", "accuracy") - median("classic", "accuracy"))
+    print(f"\nspeed-up (a)/(c): {ratio('classic', 'mlrun', 'epoch_s'):.2f}x   (target >= 7)")
+    print(f"overhead (c)/(b): {ratio('mlrun', 'tensor', 'epoch_s'):.2f}x   (target <= 1.1)")
+    print(f"accuracy (c)-(a): {accuracy_gap:+.2f} points   (target within +/-1)")
+    print(f"peak RSS (c)/(a): {ratio('mlrun', 'classic', 'peak_rss_mib'):.2f}   (target <= 1)")
 
     mlrun = [sys.executable, "-m", "mlrun"]
     print("\nstart-up (median of 3 runs, wall seconds):")

@@ -132,3 +132,17 @@ def test_a_factory_that_raises_names_its_component_and_plugin(registry, small_re
     with pytest.raises(MlrunError, match="could not build model 'classifier' \\(from built-in\\): RuntimeError: out of cheese"):
         engine.run(recipe, **QUIET)
     assert not Path("runs").exists()
+
+
+def test_lean_idx_reader_gives_torchvision_s_tensors(idx_root: Path) -> None:
+    import pickle
+
+    from torchvision import datasets as tv
+
+    for name, folder in (("FashionMNIST", "FashionMNIST"), ("MNIST", "MNIST")):
+        for train in (True, False):
+            ours = getattr(datasets, f"Lean{name}")(str(idx_root), train=train)
+            theirs = getattr(tv, name)(str(idx_root), train=train)
+            assert ours.data.dtype == theirs.data.dtype and torch.equal(ours.data, theirs.data)
+            assert ours.targets.dtype == theirs.targets.dtype and torch.equal(ours.targets, theirs.targets)
+            assert torch.equal(pickle.loads(pickle.dumps(ours)).data, ours.data)  # workers can unpickle it

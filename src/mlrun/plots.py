@@ -208,3 +208,23 @@ def plot_confusion_matrix(matrix: Any, class_names: Sequence[str], path: Path) -
                 )  # fmt: skip
     figure.tight_layout()
     _save(figure, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mlrun.plots RUN_DIR``: draw RUN_DIR/metrics.png from RUN_DIR/metrics.csv."""
+    import csv
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m mlrun.plots RUN_DIR", file=sys.stderr)
+        return 2
+    folder = Path(args[0])
+    with (folder / "metrics.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    plot_metrics(rows, folder / "metrics.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -67,7 +67,8 @@ def random_crop(
 
 
 # Batch versions for the in-memory fast path. Each gives, on a batch of raw samples,
-# exactly what the per-sample transform gives on each sample (tests check this).
+# exactly what the per-sample transform gives on each sample (tests check this). The
+# engine hands every batch function a tensor of its own, so they may work in place.
 
 Batch = Callable[[torch.Tensor], torch.Tensor]
 
@@ -81,7 +82,7 @@ def to_tensor_batch() -> Batch:
         elif batch.dim() == 4:
             batch = batch.permute(0, 3, 1, 2).contiguous()
         floats = batch.to(torch.get_default_dtype())
-        return floats.div(255) if batch.dtype == torch.uint8 else floats
+        return floats.div_(255) if batch.dtype == torch.uint8 else floats
 
     return convert
 
@@ -90,7 +91,7 @@ def normalize_batch(mean: list[float], std: list[float]) -> Batch:
     """(x - mean) / std per channel of an N x C x H x W batch."""
     mean_t = torch.tensor(mean).view(1, -1, 1, 1)
     std_t = torch.tensor(std).view(1, -1, 1, 1)
-    return lambda batch: batch.sub(mean_t.to(batch.dtype)).div(std_t.to(batch.dtype))
+    return lambda batch: batch.sub_(mean_t.to(batch.dtype)).div_(std_t.to(batch.dtype))
 
 
 def flatten_batch() -> Batch:

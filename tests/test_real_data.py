@@ -36,3 +36,12 @@ def test_summary_recipe_trains_one_epoch_to_80_percent(real_fashion_mnist: Path,
     assert len(rows) == 1 and float(rows[0]["test_accuracy"]) >= 0.80
     # the system copy was unpacked once into torchvision's raw layout under the user data dir
     assert (tmp_path / "user-data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 47040016
+
+
+def test_summary_recipe_on_two_processes(real_fashion_mnist: Path, tmp_path: Path) -> None:
+    result = run_cli(str(RECIPES / "summary.toml"), "--nproc", "2", "train.epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (folder,) = (tmp_path / "runs").iterdir()
+    rows = list(csv.DictReader((folder / "metrics.csv").open()))
+    assert float(rows[0]["test_accuracy"]) >= 0.80
+    assert '"ranks_in_sync": true' in (folder / "run.json").read_text()

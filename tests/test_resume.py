@@ -58,7 +58,7 @@ def test_resume_after_an_epoch_is_bitwise_identical(registry, small_recipe: Path
     expected = reference(registry, small_recipe, tmp_path, overrides)
 
     calls = {"n": 0}
-    real_evaluate = engine.evaluate
+    real_evaluate = engine.evaluate_sums
 
     def dies_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -66,10 +66,10 @@ def test_resume_after_an_epoch_is_bitwise_identical(registry, small_recipe: Path
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", dies_in_second_epoch)
+    monkeypatch.setattr(engine, "evaluate_sums", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         engine.run(load_recipe(small_recipe, registry, overrides), **QUIET)
-    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    monkeypatch.setattr(engine, "evaluate_sums", real_evaluate)
     (folder,) = Path("runs").iterdir()
     assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
     assert checkpoint.load(folder / "checkpoint.pt")["epoch"] == 2  # epoch 1 done

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ examples:
   mlrun recipes/summary.toml
   mlrun recipes/summary.toml optimizer.lr=0.003 train.epochs=1
   mlrun recipes/summary.toml --data ~/datasets train.device=cpu
+  mlrun recipes/summary.toml --nproc 2 train.epochs=1     data-parallel, 2 processes
 
 overrides are key.path=value pairs; values are TOML (1, 0.5, true, [0.5], "text"),
 and a bare word (cpu, mlp) is taken as a string. transforms are indexed: transforms.1.mean=[0.3]
@@ -124,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             sub.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder (same recipe)")
             sub.add_argument("--force", action="store_true", help="with --resume: accept a changed recipe")
+            sub.add_argument(
+                "--nproc", type=int, metavar="N",
+                help="train in N local processes (DistributedDataParallel via torch.distributed.run)",
+            )  # fmt: skip
+            sub.add_argument(
+                "--max-restarts", type=int, default=0, metavar="R",
+                help="with --nproc: restart the workers up to R times after a failure, resuming "
+                "from the latest checkpoint",
+            )  # fmt: skip
 
     resume = commands.add_parser(
         "resume", help="continue an interrupted run from its last checkpoint",
@@ -197,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull out ``key.path=value`` words, so they may stand anywhere among the options."""
+    overrides = [arg for arg in argv if OVERRIDE.match(arg)]
+    return [arg for arg in argv if not OVERRIDE.match(arg)], overrides
+
+
 def _with_default_command(argv: list[str]) -> list[str]:
     """``mlrun RECIPE ...`` means ``mlrun run RECIPE ...``."""
     for index, arg in enumerate(argv):
@@ -214,30 +235,77 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlrun`` console script; returns the exit code."""
     args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    options, overrides = _split_overrides(args_list)
+    args = parser.parse_args(options)
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *overrides]
+    elif overrides:
+        parser.error(f"unexpected argument(s): {' '.join(overrides)}")
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
+        if getattr(args, "nproc", None) and "WORLD_SIZE" not in os.environ:
+            return _launch_distributed(args, args_list)
         return _dispatch(args)
     except MlrunError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc.render()}", file=sys.stderr)
+        print(f"{_rank_prefix()}error: {exc.render()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`mlrun list | head`): stop quietly, as shell tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except Exception:  # noqa: BLE001 - an unexpected failure still ends with a clear line
         if args.debug:
             traceback.print_exc()
         exc_type, exc_value, _ = sys.exc_info()
         print(
-            f"error: {exc_type.__name__ if exc_type else 'Error'}: {exc_value}\n"
+            f"{_rank_prefix()}error: {exc_type.__name__ if exc_type else 'Error'}: {exc_value}\n"
             "  (run again with --debug for the traceback)",
             file=sys.stderr,
         )
         return EXIT_FAILURE
+
+
+def _rank_prefix() -> str:
+    """``[rank N] `` inside a distributed job, so that a failing rank is named."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"[rank {os.environ.get('RANK', '?')}] "
+    return ""
+
+
+def _launch_distributed(args: argparse.Namespace, argv: list[str]) -> int:
+    """Check the recipe here, then start the workers through torch's elastic launcher."""
+    from mlrun import distributed
+    from mlrun.plugins import PluginSettings, load_plugins
+    from mlrun.recipe import load_recipe
+    from mlrun.registry import build_registry
+
+    registry = build_registry(load_plugins(PluginSettings.from_env(strict=args.strict_plugins)))
+    load_recipe(args.recipe, registry, args.overrides)  # bad input fails here, once, before any worker
+    return distributed.launch(_without_launch_options(argv), args.nproc, args.max_restarts)
+
+
+def _without_launch_options(argv: list[str]) -> list[str]:
+    """The command line for each worker: the same, minus --nproc and --max-restarts."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--nproc", "--max-restarts"):
+            skip = True
+            continue
+        if arg.startswith(("--nproc=", "--max-restarts=")):
+            continue
+        kept.append(arg)
+    return kept
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -84,7 +84,8 @@ class Transform(Component):
     per_channel: tuple[str, ...] = ()
     #: Batch version for the in-memory fast path: a factory taking the same parameters
     #: and returning a function on a whole batch (first dimension = samples) that gives
-    #: the same result as applying the per-sample transform to each sample.
+    #: the same result as applying the per-sample transform to each sample. The engine
+    #: passes each batch function a tensor of its own, so it may modify it in place.
     batch: Callable[..., Callable[[Any], Any]] | None = None
 
     kind: ClassVar[str] = "transform"

@@ -8,24 +8,28 @@ under ``torch.no_grad()`` with ``model.eval()``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import os
 import platform
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 import mlrun
-from mlrun import batches, checkpoint
+from mlrun import batches, checkpoint, distributed
 from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import ComponentSpec, Recipe
-from mlrun.runs import RunFolder
+from mlrun.runs import RunFolder, atomic_write_text
 
 Echo = Callable[[str], None]
 
@@ -105,10 +109,12 @@ def build_component(spec: ComponentSpec, **injected: Any) -> Any:
         ) from exc
 
 
-def build(recipe: Recipe) -> Built:
+def build(recipe: Recipe, *, local_rank: int | None = None) -> Built:
     """Construct datasets, model, criterion and optimizer, seeded for reproducibility."""
     seed_everything(recipe.train.seed)
     device = select_device(recipe.train.device)
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
     train_set = build_component(recipe.dataset, train=True, transform=compose(recipe.transforms, train=True))
     test_set = build_component(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
     model = build_component(recipe.model).to(device)
@@ -167,6 +173,31 @@ def versions(recipe: Recipe) -> dict[str, str]:
     return found
 
 
+def evaluate_sums(
+    model: torch.nn.Module,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> tuple[float, int, int]:
+    """Summed test loss, correct predictions and sample count, under ``torch.no_grad()`` in eval mode.
+
+    Sums (not means) so that the shares of several ranks add up exactly.
+    """
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    count = 0
+    with torch.no_grad():
+        for inputs, labels in loader:
+            inputs, labels = inputs.to(device), labels.to(device)
+            output = model(inputs)
+            total_loss += criterion(output, labels).double() * len(labels)
+            correct += (output.argmax(dim=1) == labels).sum()
+            count += len(labels)
+    model.train()
+    return float(total_loss), int(correct), count
+
+
 def evaluate(
     model: torch.nn.Module,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -174,21 +205,10 @@ def evaluate(
     device: torch.device,
 ) -> tuple[float, float]:
     """Mean test loss and accuracy, under ``torch.no_grad()`` with the model in eval mode."""
-    model.eval()
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    count = 0
-    with torch.no_grad():
-        for inputs, labels in loader:
-            inputs, labels = inputs.to(device), labels.to(device)
-            output = model(inputs)
-            total_loss += criterion(output, labels) * len(labels)
-            correct += (output.argmax(dim=1) == labels).sum()
-            count += len(labels)
-    model.train()
+    loss_sum, correct, count = evaluate_sums(model, criterion, loader, device)
     if count == 0:
         raise MlrunError("the test split is empty: nothing to evaluate")
-    return float(total_loss) / count, int(correct) / count
+    return loss_sum / count, correct / count
 
 
 class Interrupted(MlrunError):
@@ -221,11 +241,22 @@ class Trainer:
     """Runs the classic loop over built components, writing checkpoints into a run folder."""
 
     def __init__(
-        self, recipe: Recipe, built: Built, folder: RunFolder, *, echo: Echo, show_bar: bool
+        self, recipe: Recipe, built: Built, folder: RunFolder, *, echo: Echo, show_bar: bool,
+        group: distributed.Group | None = None,
     ) -> None:
         self.recipe, self.built, self.folder = recipe, built, folder
         self.settings = recipe.train
         self.echo, self.show_bar = echo, show_bar
+        self.group = group
+        self.writes = group is None or group.is_main  # rank 0 alone writes the run folder
+        # Training steps go through DDP (which averages gradients across ranks);
+        # evaluation and checkpoints use the plain model, identical on every rank.
+        self.forward_model: torch.nn.Module = built.model
+        if group is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [built.device.index] if built.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(built.model, device_ids=ids)
         self.data_plan = batches.plan(recipe)
         self.train_source = batches.batch_source(recipe, built.train_set, self.data_plan, train=True)
         self.test_source = batches.batch_source(recipe, built.test_set, self.data_plan, train=False)
@@ -269,7 +300,8 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint atomically (a failure raises, naming the path)."""
-        checkpoint.save(self.folder.path / checkpoint.CHECKPOINT_FILE, self.state())
+        if self.writes:
+            checkpoint.save(self.folder.path / checkpoint.CHECKPOINT_FILE, self.state())
 
     # ---------------------------------------------------------------- the loop
 
@@ -282,12 +314,20 @@ class Trainer:
                 p.step, p.loss_sum, p.sample_count = 0, 0.0, 0
             started = time.perf_counter()
             self._train_epoch(stop)
-            test_loss, accuracy = evaluate(
-                self.built.model, self.built.criterion,
-                self.test_source.epoch(torch.arange(len(self.built.test_set))), self.built.device,
-            )  # fmt: skip
+            test_size = len(self.built.test_set)
+            test_indices = self.group.eval_shard(test_size) if self.group else torch.arange(test_size)
+            sums = evaluate_sums(
+                self.built.model, self.built.criterion, self.test_source.epoch(test_indices), self.built.device
+            )
+            loss_sum, sample_count = p.loss_sum, p.sample_count
+            if self.group is not None:  # every rank saw part of the data: add the parts up
+                loss_sum, sample_count, *sums = self.group.sum(loss_sum, sample_count, *sums)  # type: ignore[assignment]
+            test_loss_sum, correct, test_count = sums
+            if test_count == 0:
+                raise MlrunError("the test split is empty: nothing to evaluate")
+            test_loss, accuracy = test_loss_sum / test_count, correct / test_count
             seconds = time.perf_counter() - started
-            train_loss = p.loss_sum / max(p.sample_count, 1)
+            train_loss = loss_sum / max(sample_count, 1)
             p.metrics.append({
                 "epoch": p.epoch, "train_loss": round(train_loss, 6), "test_loss": round(test_loss, 6),
                 "test_accuracy": round(accuracy, 6), "seconds": round(seconds, 3),
@@ -297,17 +337,19 @@ class Trainer:
                 f"test_loss {test_loss:.4f}  test_accuracy {accuracy:.4f}  {seconds:.1f}s"
             )
             p.epoch, p.step, p.indices = p.epoch + 1, 0, None
-            self.folder.write_metrics(p.metrics)
-            self.folder.write_step_losses(p.step_losses)
+            if self.writes:
+                self.folder.write_metrics(p.metrics)
+                self.folder.write_step_losses(p.step_losses)
             self.save_checkpoint()
         return p.metrics
 
     def _train_epoch(self, stop: StopRequests) -> None:
         """The classic five steps per batch, from where the epoch left off."""
         p, built, settings = self.position, self.built, self.settings
-        model, criterion, optimizer = built.model, built.criterion, built.optimizer
+        model, criterion, optimizer = self.forward_model, built.criterion, built.optimizer
         assert p.indices is not None
-        remaining = p.indices[p.step * settings.batch_size :]
+        mine = self.group.shard(p.indices) if self.group else p.indices
+        remaining = mine[p.step * settings.batch_size :]
         bar = _progress_bar(p.epoch, settings.epochs, len(self.train_source), p.step) if self.show_bar else None
         model.train()
         try:
@@ -318,6 +360,12 @@ class Trainer:
                 optimizer.zero_grad()  # clear gradients left by the previous step
                 loss.backward()  # compute gradients
                 value = float(loss.detach())
+                stopping = stop.signal is not None
+                if self.group is not None:  # all ranks stop together, or none does
+                    worst, stop_code = self.group.max(0.0 if math.isfinite(value) else 1.0, stop.signal or 0)
+                    if worst and math.isfinite(value):
+                        value = float("nan")  # another rank's loss broke; its NaN is in our gradients
+                    stopping, stop.signal = bool(stop_code), int(stop_code) or None
                 if not math.isfinite(value):
                     p.step_losses.append((p.epoch, p.step + 1, value))
                     raise NonFiniteLoss(
@@ -339,15 +387,16 @@ class Trainer:
                 every = settings.checkpoint_every_steps
                 if every and p.global_step % every == 0:
                     self.save_checkpoint()
-                if stop.signal is not None:
-                    self._stop_for(stop.signal)
+                if stopping:
+                    self._stop_for(stop.signal or signal.SIGTERM)
         finally:
             if bar is not None:
                 bar.close()
 
     def _stop_for(self, signum: int) -> None:
         self.save_checkpoint()
-        self.folder.write_step_losses(self.position.step_losses)
+        if self.writes:
+            self.folder.write_step_losses(self.position.step_losses)
         name = signal.Signals(signum).name
         raise Interrupted(
             f"{name}: stopped at epoch {self.position.epoch}, step {self.position.step}; "
@@ -394,39 +443,66 @@ def run(
     progress: bool | None = None,
     resume: RunFolder | None = None,
 ) -> RunResult:
-    """Build and train a validated recipe, writing (or, with ``resume``, continuing) a run folder."""
-    if resume is None:
-        RunFolder.check_writable(recipe.train.output_dir)
+    """Build and train a validated recipe, writing (or, with ``resume``, continuing) a run folder.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 alone prints and writes.
+    """
+    settings = recipe.train
+    group = distributed.join(settings.backend, settings.device, settings.dist_timeout_s)
+    try:
+        return _run(recipe, echo=echo, progress=progress, resume=resume, group=group)
+    finally:
+        distributed.leave(group)
+
+
+def _run(
+    recipe: Recipe, *, echo: Echo, progress: bool | None, resume: RunFolder | None,
+    group: distributed.Group | None,
+) -> RunResult:
+    settings = recipe.train
+    main = group is None or group.is_main
+    if not main:
+        echo = _silent
+    if resume is None and group is not None:
+        resume = _elastic_resume_folder(settings.output_dir, group)
+    if resume is None and main:
+        RunFolder.check_writable(settings.output_dir)
     for warning in recipe.warnings:
         echo(f"warning: {warning}")
     saved = checkpoint.load(resume.path / checkpoint.CHECKPOINT_FILE) if resume else None
-    built = build(recipe)
+    built = build(recipe, local_rank=group.local_rank if group else None)
     probe(recipe, built)
-    settings = recipe.train
     # Denormal floats are orders of magnitude slower on CPUs; late in training many
     # small gradients become denormal and epochs slow down without this.
     torch.set_flush_denormal(settings.flush_denormal)
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    if resume is None:
-        folder = RunFolder.create(settings.output_dir, recipe.run_name)
-        folder.write_recipe(
-            recipe.to_dict(),
-            header=f"# Resolved recipe of {recipe.path}; rerun with: mlrun {folder.path / 'recipe.toml'}\n",
-        )
-        status: dict[str, Any] = {"recipe": str(recipe.path), "started": _now()}
-    else:
+    show_bar = (sys.stderr.isatty() if progress is None else progress) and main
+    status: dict[str, Any] = {}
+    if resume is not None:
         folder = resume
-        status = folder.read_status()
-        status["resumed"] = [*status.get("resumed", []), _now()]
-    trainer = Trainer(recipe, built, folder, echo=echo, show_bar=show_bar)
+        if main:
+            status = folder.read_status()
+            status["resumed"] = [*status.get("resumed", []), _now()]
+    else:
+        folder = _new_run_folder(recipe) if main else RunFolder(Path())
+        if group is not None:
+            folder = RunFolder(Path(group.broadcast(str(folder.path))))
+        status = {"recipe": str(recipe.path), "started": _now()}
+    trainer = Trainer(recipe, built, folder, echo=echo, show_bar=show_bar, group=group)
     if saved is not None:
         trainer.restore(saved)
     status.update(
         status="running", device=str(built.device), data_path=trainer.data_plan.path,
         data_path_reason=trainer.data_plan.reason, versions=versions(recipe),
     )  # fmt: skip
+    if group is not None:
+        status["distributed"] = {
+            "world_size": group.world_size, "backend": group.backend,
+            "batch_size_per_process": settings.batch_size,
+            "global_batch_size": settings.batch_size * group.world_size,
+        }  # fmt: skip
     status.pop("error", None)
-    folder.write_status(status)
+    if main:
+        folder.write_status(status)
     where = (
         f"resuming at epoch {trainer.position.epoch}, step {trainer.position.step}"
         if saved is not None
@@ -438,31 +514,86 @@ def run(
         f"{where}; run folder: {folder.path}"
     )
     echo(f"data path: {trainer.data_plan.path} ({trainer.data_plan.reason})")
+    if group is not None:
+        echo(
+            f"distributed: {group.world_size} processes ({group.backend}); batch size "
+            f"{settings.batch_size} per process, {settings.batch_size * group.world_size} in all"
+        )
     result = RunResult(folder)
     try:
         with StopRequests(echo) as stop:
             result.metrics = trainer.fit(stop)
-        folder.save_weights(built.model.state_dict())
-        _plot_metrics(folder, result.metrics, echo)
+        if group is not None:
+            digests = group.gather(_weights_digest(built.model))
+            status["distributed"].update(rank_weights_sha256=digests, ranks_in_sync=len(set(digests)) == 1)
+        if main:
+            folder.save_weights(built.model.state_dict())
+            _plot_metrics(folder, echo)
     except BaseException as exc:
-        interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
-        status.update(status="interrupted" if interrupted else "failed", finished=_now())
-        status["error"] = exc.render() if isinstance(exc, MlrunError) else f"{type(exc).__name__}: {exc}"
-        _write_status_after_failure(folder, status)
-        with contextlib.suppress(MlrunError):  # the steps up to the failure, NaN step included
-            folder.write_step_losses(trainer.position.step_losses)
-        if trainer.position.metrics:
-            _plot_metrics(folder, trainer.position.metrics, echo)
+        if main:
+            interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
+            status.update(status="interrupted" if interrupted else "failed", finished=_now())
+            status["error"] = exc.render() if isinstance(exc, MlrunError) else f"{type(exc).__name__}: {exc}"
+            _write_status_after_failure(folder, status)
+            with contextlib.suppress(MlrunError):  # the steps up to the failure, NaN step included
+                folder.write_step_losses(trainer.position.step_losses)
+            if trainer.position.metrics:
+                _plot_metrics(folder, echo)
         if isinstance(exc, Exception) and not isinstance(exc, MlrunError):
             raise MlrunError(
                 f"training failed in epoch {trainer.position.epoch}: {type(exc).__name__}: {exc}",
                 problems=[f"the run folder {folder.path} records the failure (status: failed)"],
             ) from exc
         raise
-    status.update(status="completed", finished=_now(), final=result.metrics[-1] if result.metrics else {})
-    folder.write_status(status)
+    if main:
+        status.update(status="completed", finished=_now(), final=result.metrics[-1] if result.metrics else {})
+        folder.write_status(status)
+        if group is not None:  # the job is done: no elastic restart will need to find it
+            with contextlib.suppress(OSError):
+                _elastic_pointer(settings.output_dir).unlink()
     echo(f"done: test_accuracy {result.final_accuracy:.4f}; weights and metrics in {folder.path}")
     return result
+
+
+def _silent(line: str) -> None:
+    """Ranks other than 0 print nothing."""
+
+
+def _new_run_folder(recipe: Recipe) -> RunFolder:
+    folder = RunFolder.create(recipe.train.output_dir, recipe.run_name)
+    folder.write_recipe(
+        recipe.to_dict(),
+        header=f"# Resolved recipe of {recipe.path}; rerun with: mlrun {folder.path / 'recipe.toml'}\n",
+    )
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # lets an elastic restart find the run to resume
+        atomic_write_text(_elastic_pointer(recipe.train.output_dir), str(folder.path))
+    return folder
+
+
+def _elastic_pointer(output_dir: str) -> Path:
+    return Path(output_dir) / f".elastic-{os.environ.get('TORCHELASTIC_RUN_ID', '')}"
+
+
+def _elastic_resume_folder(output_dir: str, group: distributed.Group) -> RunFolder | None:
+    """After torchrun restarted the workers (--max-restarts), the run to continue, if any."""
+    found = None
+    if group.is_main and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        pointer = _elastic_pointer(output_dir)
+        if pointer.is_file():
+            candidate = Path(pointer.read_text().strip())
+            if (candidate / checkpoint.CHECKPOINT_FILE).is_file():
+                found = str(candidate)
+    found = group.broadcast(found)
+    return RunFolder(Path(found)) if found else None
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    """A fingerprint of every weight, to prove all ranks ended with the same model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _now() -> str:
@@ -477,16 +608,18 @@ def _write_status_after_failure(folder: RunFolder, status: dict[str, Any]) -> No
         pass
 
 
-def _plot_metrics(folder: RunFolder, rows: list[dict[str, Any]], echo: Echo) -> None:
-    """The loss and accuracy curves as metrics.png; a plotting problem never fails a run."""
-    try:
-        from mlrun.plots import plot_metrics
-    except ImportError:  # matplotlib is optional for training
-        return
-    try:
-        plot_metrics(rows, folder.path / "metrics.png")
-    except Exception as exc:  # noqa: BLE001
-        echo(f"warning: could not draw {folder.path / 'metrics.png'}: {type(exc).__name__}: {exc}")
+def _plot_metrics(folder: RunFolder, echo: Echo) -> None:
+    """Draw metrics.png from metrics.csv; a plotting problem never fails a run.
+
+    It runs in a short child process: matplotlib then never enters the training
+    process, whose memory stays that of the training itself.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "mlrun.plots", str(folder.path)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
+        echo(f"warning: could not draw {folder.path / 'metrics.png'}: {reason}")
 
 
 def _progress_bar(epoch: int, epochs: int, total: int, done: int) -> Any:

@@ -59,6 +59,12 @@ class TrainSettings(BaseModel):
     checkpoint_every_steps: int = Field(
         0, ge=0, description="also checkpoint every N optimizer steps (0: only after each epoch)"
     )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend under torchrun; 'auto': nccl on CUDA, else gloo"
+    )
+    dist_timeout_s: int = Field(
+        300, ge=10, description="seconds a distributed collective may wait before the job fails"
+    )
     flush_denormal: bool = Field(
         True, description="flush denormal floats to zero on the CPU (faster; changes tiny values)"
     )

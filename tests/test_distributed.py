@@ -1,0 +1,73 @@
+"""Data-parallel training through torch.distributed (gloo on the CPU), launched by torchrun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from plugin_fakes import install_fake
+
+RANK_ONE_FAILS = """
+import os
+from torch import nn
+from mlrun import Criterion, hookimpl
+
+class FailsOnRankOne(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.loss = nn.NLLLoss()
+
+    def forward(self, output, labels):
+        self.calls += 1
+        if os.environ.get("RANK") == "1" and self.calls == 5:
+            raise RuntimeError("rank one gives up")
+        return self.loss(output, labels)
+
+@hookimpl
+def register_criteria():
+    return [Criterion("fails_on_rank_one", FailsOnRankOne, "test loss", expects=("log_probs",))]
+"""
+
+
+def read_status(folder: Path) -> dict:
+    return json.loads((folder / "run.json").read_text())
+
+
+def test_two_processes_train_in_sync(small_recipe: Path, tmp_path: Path) -> None:
+    single = run_cli(str(small_recipe), "train.epochs=2", "train.run_name=single", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    double = run_cli(str(small_recipe), "--nproc", "2", "train.epochs=2", "train.run_name=double", cwd=tmp_path)
+    assert double.returncode == 0, double.stderr
+    assert "distributed: 2 processes (gloo); batch size 32 per process, 64 in all" in double.stdout
+    assert double.stdout.count("epoch 2/2") == 1  # rank 0 alone prints
+    folders = sorted(p.name.split("-")[0] for p in (tmp_path / "runs").iterdir())
+    assert folders == ["double", "single"]  # rank 0 alone wrote a run folder
+    (folder,) = (tmp_path / "runs").glob("double-*")
+    status = read_status(folder)
+    dist = status["distributed"]
+    assert dist["world_size"] == 2 and dist["ranks_in_sync"] is True
+    assert len(dist["rank_weights_sha256"]) == 2 and len(set(dist["rank_weights_sha256"])) == 1
+    (alone,) = (tmp_path / "runs").glob("single-*")
+    assert abs(status["final"]["test_accuracy"] - read_status(alone)["final"]["test_accuracy"]) <= 0.05
+
+
+def test_a_failing_rank_ends_the_job_with_its_error(small_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    install_fake(site, "mlrun-fake-failing", RANK_ONE_FAILS)
+    env = {"PYTHONPATH": str(site), "MLRUN_DISABLE_PLUGIN_AUTOLOAD": "", "MLRUN_PLUGINS": "mlrun_fake_failing"}
+    result = run_cli(str(small_recipe), "--nproc", "2", "criterion.name=fails_on_rank_one", "train.dist_timeout_s=30",
+                     env=env, cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0
+    assert "[rank 1] error: training failed in epoch 1: RuntimeError: rank one gives up" in result.stderr
+
+
+def test_bad_input_is_reported_once_before_any_worker_starts(small_recipe: Path, tmp_path: Path) -> None:
+    result = run_cli(str(small_recipe), "--nproc", "2", "optimizer.lr=-1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("optimizer.lr: must be greater than 0") == 1
+    assert "[rank" not in result.stderr and not (tmp_path / "runs").exists()

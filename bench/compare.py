@@ -194,6 +194,7 @@ def measure(kind: str, epochs: int) -> dict:
     report = json.loads(line.removeprefix("RESULT "))
     report["first_step_s"] = report["first_step"] - spawned
     report["epoch_s"] = statistics.median(report["epoch_seconds"])
+    report["best_epoch_s"] = min(report["epoch_seconds"])  # least disturbed by other load
     return report
 
 
@@ -232,13 +233,15 @@ def main() -> None:
     path = rounds[0]["mlrun"]["data_path"]
     labels = {"classic": "(a) classic DataLoader loop", "tensor": "(b) hand-written tensor loop",
               "mlrun": f"(c) mlrun ({path} path)"}  # fmt: skip
-    print(f"\n{'':32} {'s/epoch':>8} {'first step':>11} {'peak RSS':>10} {'accuracy':>9}")
+    print(f"\n{'':32} {'s/epoch':>8} {'best':>6} {'first step':>11} {'peak RSS':>10} {'accuracy':>9}")
     for kind in kinds:
-        print(f"{labels[kind]:32} {median(kind, 'epoch_s'):8.2f} {median(kind, 'first_step_s'):10.2f}s "
-              f"{median(kind, 'peak_rss_mib'):7.0f} MiB {median(kind, 'accuracy'):9.4f}")  # fmt: skip
+        print(f"{labels[kind]:32} {median(kind, 'epoch_s'):8.2f} {median(kind, 'best_epoch_s'):6.2f} "
+              f"{median(kind, 'first_step_s'):10.2f}s {median(kind, 'peak_rss_mib'):7.0f} MiB "
+              f"{median(kind, 'accuracy'):9.4f}")  # fmt: skip
     accuracy_gap = 100 * (median("mlrun", "accuracy") - median("classic", "accuracy"))
-    print(f"\nspeed-up (a)/(c): {ratio('classic', 'mlrun', 'epoch_s'):.2f}x   (target >= 7)")
-    print(f"overhead (c)/(b): {ratio('mlrun', 'tensor', 'epoch_s'):.2f}x   (target <= 1.1)")
+    print("\nratios: median over rounds of each round's ratio; 'best' compares each run's fastest epoch")
+    print(f"speed-up (a)/(c): {ratio('classic', 'mlrun', 'epoch_s'):.2f}x, best {ratio('classic', 'mlrun', 'best_epoch_s'):.2f}x   (target >= 7)")
+    print(f"overhead (c)/(b): {ratio('mlrun', 'tensor', 'epoch_s'):.2f}x, best {ratio('mlrun', 'tensor', 'best_epoch_s'):.2f}x   (target <= 1.1)")
     print(f"accuracy (c)-(a): {accuracy_gap:+.2f} points   (target within +/-1)")
     print(f"peak RSS (c)/(a): {ratio('mlrun', 'classic', 'peak_rss_mib'):.2f}   (target <= 1)")
 

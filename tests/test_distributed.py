@@ -71,3 +71,45 @@ def test_bad_input_is_reported_once_before_any_worker_starts(small_recipe: Path,
     assert result.returncode == 2
     assert result.stderr.count("optimizer.lr: must be greater than 0") == 1
     assert "[rank" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+FAILS_ONCE_IN_EPOCH_2 = """
+import os
+from torch import nn
+from mlrun import Criterion, hookimpl
+
+class FailsOnce(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.loss = nn.NLLLoss()
+
+    def forward(self, output, labels):
+        if output.requires_grad:
+            self.calls += 1
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if first_attempt and os.environ.get("RANK") == "1" and self.calls == 15:  # epoch 2 (10 steps each)
+            raise RuntimeError("transient failure")
+        return self.loss(output, labels)
+
+@hookimpl
+def register_criteria():
+    return [Criterion("fails_once", FailsOnce, "test loss", expects=("log_probs",))]
+"""
+
+
+def test_elastic_restart_resumes_from_the_latest_checkpoint(small_recipe: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    install_fake(site, "mlrun-fake-flaky", FAILS_ONCE_IN_EPOCH_2)
+    env = {"PYTHONPATH": str(site), "MLRUN_DISABLE_PLUGIN_AUTOLOAD": "", "MLRUN_PLUGINS": "mlrun_fake_flaky"}
+    result = run_cli(str(small_recipe), "--nproc", "2", "--max-restarts", "1", "criterion.name=fails_once",
+                     "train.epochs=3", "train.dist_timeout_s=30", env=env, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "[rank 1] error: training failed in epoch 2: RuntimeError: transient failure" in result.stderr
+    assert "resuming at epoch 2, step 0" in result.stdout
+    (folder,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    status = read_status(folder)
+    assert status["status"] == "completed" and status["distributed"]["ranks_in_sync"] is True
+    assert [int(line.split(",")[0]) for line in (folder / "metrics.csv").read_text().splitlines()[1:]] == [1, 2, 3]
+    assert not list((tmp_path / "runs").glob(".elastic-*"))  # cleaned up once the job completed

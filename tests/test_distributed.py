@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,8 +104,15 @@ def test_elastic_restart_resumes_from_the_latest_checkpoint(small_recipe: Path, 
     site.mkdir()
     install_fake(site, "mlrun-fake-flaky", FAILS_ONCE_IN_EPOCH_2)
     env = {"PYTHONPATH": str(site), "MLRUN_DISABLE_PLUGIN_AUTOLOAD": "", "MLRUN_PLUGINS": "mlrun_fake_flaky"}
-    result = run_cli(str(small_recipe), "--nproc", "2", "--max-restarts", "1", "criterion.name=fails_once",
-                     "train.epochs=3", "train.dist_timeout_s=30", env=env, cwd=tmp_path)  # fmt: skip
+    for _attempt in range(3):
+        result = run_cli(str(small_recipe), "--nproc", "2", "--max-restarts", "1", "criterion.name=fails_once",
+                         "train.epochs=3", "train.dist_timeout_s=30", env=env, cwd=tmp_path)  # fmt: skip
+        # About one job in eight, a restarted gloo worker aborts in torch's C++ code
+        # ("terminate called without an active exception", exit code -6). Only that
+        # upstream crash is retried, with a fresh folder; any other failure fails the test.
+        if result.returncode == 0 or "terminate called without an active exception" not in result.stderr:
+            break
+        shutil.rmtree(tmp_path / "runs")
     assert result.returncode == 0, result.stderr
     assert "[rank 1] error: training failed in epoch 2: RuntimeError: transient failure" in result.stderr
     assert "resuming at epoch 2, step 0" in result.stdout

@@ -121,4 +121,7 @@ def launch(argv: Sequence[str], nproc: int, max_restarts: int) -> int:
     # Each worker gets an equal share of the cores (torchrun would otherwise force 1 thread).
     env = {**os.environ}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # With the rendezvous store shared, restarted workers can read the previous attempt's
+    # addresses and fail to connect (pytorch/pytorch#135712); a store per attempt avoids it.
+    env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     return subprocess.run(command, env=env).returncode

@@ -145,7 +145,7 @@ def _explain(
     shown = raw.get(key) if len(loc) == 1 else value
     message = f"expected {expected}, got {format_value(shown)}"
     if kind.endswith("_type") or kind in ("missing", "too_short", "too_long"):
-        if isinstance(shown, str) and _looks_numeric(shown):
+        if isinstance(shown, str) and looks_numeric(shown):
             message += f" — write it without quotes: {key} = {shown}"
         elif kind in ("list_type", "tuple_type") and isinstance(shown, (int, float, str)):
             message += f" — write it as a list: {key} = [{format_value(shown)}]"
@@ -156,7 +156,8 @@ def _explain(
     return subpath, f"{err['msg'].replace('Input should be', 'must be')}, got {format_value(value)}"
 
 
-def _looks_numeric(text: str) -> bool:
+def looks_numeric(text: str) -> bool:
+    """True for a string such as \"0.01\" that was meant as a number."""
     try:
         float(text)
     except ValueError:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlrun.components import OUTPUT_KINDS, Component
 from mlrun.errors import UsageError, did_you_mean
-from mlrun.params import format_value, to_jsonable, validate_params
+from mlrun.params import format_value, looks_numeric, to_jsonable, validate_params
 from mlrun.registry import Entry, LookupProblem, Registry
 
 if sys.version_info >= (3, 11):
@@ -440,18 +440,10 @@ def _train_settings(raw: Any, problems: _Problems) -> TrainSettings | None:
                 description = f" ({info.description})" if info and info.description else ""
                 reason = err["msg"].replace("Input should be", "must be")
                 message = f"{reason}, got {format_value(value)}{description}"
-                if isinstance(value, str) and _is_number(value):
+                if isinstance(value, str) and looks_numeric(value):
                     message += f" — write it without quotes: {key.split('.')[-1]} = {value}"
             problems.add(f"train.{key}", message)
         return None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def memory_path_blocker(dataset: Component, transforms: Sequence[ComponentSpec]) -> str | None:

@@ -40,6 +40,11 @@ def test_missing_suffix_suggests_the_file(capsys) -> None:
     assert "did you mean" in fails(capsys, "check", str(RECIPES / "summary"))
 
 
+def test_misspelled_file_suggests_the_closest_recipe(capsys) -> None:
+    err = fails(capsys, "check", str(RECIPES / "sumary.toml"))
+    assert f"no such recipe file — did you mean {RECIPES}/summary.toml?" in err
+
+
 def test_directory(capsys, tmp_path: Path) -> None:
     assert "is a directory" in fails(capsys, "run", str(tmp_path))
 

@@ -144,6 +144,10 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
         hint = ""
         if path.suffix != ".toml" and path.with_suffix(".toml").exists():
             hint = f" — did you mean {path.with_suffix('.toml')}?"
+        elif path.parent.is_dir():
+            siblings = [p.name for p in path.parent.glob("*.toml")]
+            hint = did_you_mean(path.name, siblings).replace("'", "")
+            hint = hint.replace("mean ", f"mean {path.parent}/") if hint else ""
         raise UsageError(f"{path}: no such recipe file{hint}")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory; give a recipe file such as recipes/summary.toml")

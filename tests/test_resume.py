@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlrun import checkpoint, engine, runs
+from mlrun import checkpoint, engine, files
 from mlrun.errors import MlrunError, UsageError
 from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.recipe import ComponentSpec, load_recipe
@@ -148,7 +148,7 @@ def test_sigterm_exits_143(small_recipe: Path) -> None:
 
 
 def test_failed_checkpoint_write_is_reported_and_the_previous_one_survives(registry, small_recipe: Path, monkeypatch) -> None:
-    real_write, real_fsync = runs.atomic_write, os.fsync
+    real_write, real_fsync = files.atomic_write, os.fsync
     state = {"checkpoints": 0}
 
     def full_disk_on_second_checkpoint(path, write):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from mlrun.recipe import ComponentSpec, Recipe, memory_path_blocker
+from mlrun.recipe import ComponentSpec, Recipe, memory_path_blocker, transforms_for
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -137,11 +137,7 @@ def memory_blocker(recipe: Recipe) -> str | None:
 
 def batch_pipeline(specs: list[ComponentSpec], *, train: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     """Compose the batch versions of the transforms; random ones apply to training only."""
-    steps = [
-        spec.component.batch(**spec.params)  # type: ignore[attr-defined]
-        for spec in specs
-        if train or not getattr(spec.component, "random", False)
-    ]
+    steps = [spec.component.batch(**spec.params) for spec in transforms_for(specs, train=train)]  # type: ignore[attr-defined]
 
     def pipeline(batch: torch.Tensor) -> torch.Tensor:
         for step in steps:

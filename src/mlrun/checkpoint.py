@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from mlrun.errors import UsageError
-from mlrun.runs import atomic_write
+from mlrun.files import atomic_write
 
 FORMAT = 1
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -272,6 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def _echo(line: str) -> None:
+    """Progress lines go out at once, also when stdout is a pipe or a file."""
+    print(line, flush=True)
+
+
 def _rank_prefix() -> str:
     """``[rank N] `` inside a distributed job, so that a failing rank is named."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -337,13 +342,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         from mlrun import predict
 
-        echo = lambda line: print(line, flush=True)  # noqa: E731
         if args.command == "evaluate":
-            predict.evaluate(Path(args.run_dir), registry=registry, echo=echo)
+            predict.evaluate(Path(args.run_dir), registry=registry, echo=_echo)
         else:
             out = Path(args.out) if args.out else None
             predict.predict(Path(args.run_dir), [Path(i) for i in args.images], args.index,
-                            top_k=args.top_k, out_dir=out, registry=registry, echo=echo)  # fmt: skip
+                            top_k=args.top_k, out_dir=out, registry=registry, echo=_echo)  # fmt: skip
         return EXIT_OK
     from pathlib import Path
 
@@ -368,7 +372,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     from mlrun import engine
 
-    engine.run(recipe, echo=lambda line: print(line, flush=True))
+    engine.run(recipe, echo=_echo)
     return EXIT_OK
 
 
@@ -396,7 +400,7 @@ def _resume(args: argparse.Namespace, registry: Any, extra: dict[str, Any] | Non
         )
     if changed:
         folder.write_recipe(recipe.to_dict(), header=f"# Resolved recipe; changed on resume: {', '.join(changed)}\n")
-    engine.run(recipe, echo=lambda line: print(line, flush=True), resume=folder)
+    engine.run(recipe, echo=_echo, resume=folder)
     return EXIT_OK
 
 

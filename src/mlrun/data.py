@@ -8,17 +8,17 @@ never leaves a half-filled folder behind when every source fails.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlrun.errors import UsageError
+from mlrun.files import nearest_existing, staged_folder
 
 DATA_DIR_ENV = "MLRUN_DATA_DIR"
 OFFLINE_ENV = "MLRUN_OFFLINE"
@@ -94,7 +94,7 @@ def resolve_root(
     system = find_system_copy(spec)
     if system is not None:
         _ensure_writable(target, spec)
-        with _staged_folder(target / spec.folder / "raw") as staging:
+        with staged_folder(target / spec.folder / "raw", replace=True) as staging:
             for name in spec.files:
                 _unpack(_source_file(system, name), staging / name)  # type: ignore[arg-type]
         return target
@@ -105,7 +105,7 @@ def resolve_root(
     if download and downloader is not None and not offline:
         _ensure_writable(target, spec)
         try:
-            with _staged_folder(target / spec.folder / "raw") as staging:
+            with staged_folder(target / spec.folder / "raw", replace=True) as staging:
                 with tempfile.TemporaryDirectory(prefix="mlrun-download-") as scratch:
                     downloader(Path(scratch))
                     fetched = Path(scratch) / spec.folder / "raw"
@@ -154,9 +154,7 @@ def read_idx(path: Path) -> Any:
 
 
 def _ensure_writable(target: Path, spec: IdxDataset) -> None:
-    existing = target
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(target)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(
             f"cannot store {spec.title} under {target}: {existing} is not writable",
@@ -168,33 +166,3 @@ def _unpack(source: Path, dest: Path) -> None:
     opener = gzip.open if source.suffix == ".gz" else open
     with opener(source, "rb") as src, open(dest, "wb") as out:
         shutil.copyfileobj(src, out, length=1 << 20)
-
-
-@contextlib.contextmanager
-def _staged_folder(final: Path) -> Iterator[Path]:
-    """Yield a scratch folder that becomes ``final`` only if the block succeeds.
-
-    Any folders created on the way are removed again on failure, so a failed
-    attempt leaves the file system exactly as it was.
-    """
-    created: list[Path] = []
-    parent = final.parent
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    staging.chmod(0o777 & ~mask)  # mkdtemp makes 0700; a data folder is for sharing
-    try:
-        yield staging
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in created:  # innermost first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise

@@ -28,8 +28,9 @@ import torch
 import mlrun
 from mlrun import batches, checkpoint, distributed
 from mlrun.errors import MlrunError, UsageError
-from mlrun.recipe import ComponentSpec, Recipe
-from mlrun.runs import RunFolder, atomic_write_text
+from mlrun.files import atomic_write_text
+from mlrun.recipe import ComponentSpec, Recipe, transforms_for
+from mlrun.runs import RunFolder
 
 Echo = Callable[[str], None]
 
@@ -81,9 +82,7 @@ def seed_everything(seed: int) -> None:
 
 def compose(specs: list[ComponentSpec], *, train: bool) -> Callable[[Any], Any] | None:
     """Build the transform pipeline; random transforms (augmentation) apply to training only."""
-    steps = [
-        build_component(spec) for spec in specs if train or not getattr(spec.component, "random", False)
-    ]
+    steps = [build_component(spec) for spec in transforms_for(specs, train=train)]
     if not steps:
         return None
 

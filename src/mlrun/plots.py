@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mlrun.errors import MlrunError, UsageError
-from mlrun.runs import atomic_write
+from mlrun.files import atomic_write
 
 #: The columns of metrics.csv that :func:`plot_metrics` draws.
 METRIC_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "test_loss", "test_accuracy")

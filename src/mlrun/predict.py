@@ -23,7 +23,8 @@ from mlrun.engine import build_component, compose
 from mlrun.errors import UsageError
 from mlrun.recipe import Recipe, read_recipe_file, validate_recipe
 from mlrun.registry import Registry
-from mlrun.runs import RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE, atomic_write_text
+from mlrun.files import atomic_write_text
+from mlrun.runs import RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE
 
 Echo = Callable[[str], None]
 

@@ -70,6 +70,11 @@ class TrainSettings(BaseModel):
     )
 
 
+def transforms_for(specs: Sequence[ComponentSpec], *, train: bool) -> list[ComponentSpec]:
+    """The transforms that apply to one split: random ones (augmentation) to training only."""
+    return [spec for spec in specs if train or not getattr(spec.component, "random", False)]
+
+
 def train_reference() -> list[tuple[str, str, str, str]]:
     """``(key, type, default, meaning)`` for every ``[train]`` setting, for docs and help."""
     from typing import Annotated

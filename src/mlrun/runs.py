@@ -17,74 +17,21 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import tomli_w
 
-from mlrun.errors import MlrunError, UsageError
+from mlrun.errors import UsageError
+from mlrun.files import atomic_write, atomic_write_text, nearest_existing
 
 RECIPE_FILE = "recipe.toml"
 STATUS_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 WEIGHTS_FILE = "model.pt"
 STEPS_FILE = "steps.csv"
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file so that readers see the old content or the new, never a mix.
-
-    The data goes to a temporary file in the same folder, is flushed and fsynced,
-    then renamed over ``path``. Errors are raised with the path named; the previous
-    file is left untouched.
-    """
-    try:
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise MlrunError(f"could not write {path}: {exc.strerror or exc}") from exc
-    try:
-        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp_name, path)
-    except BaseException as exc:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise MlrunError(f"could not write {path}: {exc.strerror or exc}") from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename already happened
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Atomically write UTF-8 text."""
-    atomic_write(path, lambda out: out.write(text.encode("utf-8")))
 
 
 class RunFolder:
@@ -119,9 +66,7 @@ class RunFolder:
     def check_writable(output_dir: str | Path) -> None:
         """Raise a UsageError now if run folders cannot be created under ``output_dir``."""
         folder = Path(output_dir)
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
+        existing = nearest_existing(folder)
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise UsageError(
                 f"output folder {folder} is not writable ({existing} does not allow it)",

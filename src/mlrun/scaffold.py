@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import keyword
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from mlrun.errors import UsageError
+from mlrun.files import staged_folder
 
 DISTRIBUTION_NAME = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
 
@@ -169,18 +168,11 @@ def create_plugin(name: str, parent: Path) -> Path:
         "README.md": README,
     }
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
+        with staged_folder(target, replace=False) as staging:  # all or nothing
+            for relative, template in files.items():
+                path = staging / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(template.format(**values), encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot create {target}: {exc.strerror or exc}") from exc
-    try:
-        for relative, template in files.items():
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(template.format(**values), encoding="utf-8")
-        staging.chmod(0o755)
-        staging.rename(target)  # all or nothing
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target

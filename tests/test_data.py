@@ -44,10 +44,16 @@ def test_system_copy_is_unpacked_once_into_the_user_data_dir(tmp_path: Path) -> 
     assert (raw / "train-images-idx3-ubyte").stat().st_mtime_ns == before  # not unpacked again
 
 
-def test_user_data_dir_is_used_when_the_explicit_root_is_empty(tmp_path: Path) -> None:
+def test_an_empty_explicit_root_is_not_swapped_for_the_user_data_dir(tmp_path: Path) -> None:
+    # The recipe records the explicit root: reading another one would make the run unrepeatable.
     write_dataset(tmp_path / "user-data", "FashionMNIST", train=10, test=10)
     spec = spec_with_system_copy(tmp_path / "none")
-    assert resolve_root(spec, str(tmp_path / "empty"), download=False) == tmp_path / "user-data"
+    with pytest.raises(UsageError) as info:
+        resolve_root(spec, str(tmp_path / "empty"), download=False)
+    text = info.value.render()
+    assert text.startswith("Fashion-MNIST not found. Tried:")
+    assert f"drop `--data` / dataset.root to use the complete copy in {tmp_path / 'user-data'}" in text
+    assert not (tmp_path / "empty").exists()
 
 
 def test_nothing_found_names_what_was_tried_and_the_fixes(tmp_path: Path) -> None:

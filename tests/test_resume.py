@@ -166,7 +166,10 @@ def test_failed_checkpoint_write_is_reported_and_the_previous_one_survives(regis
         engine.run(load_recipe(small_recipe, registry, ["train.epochs=3"]), **QUIET)
     monkeypatch.setattr(os, "fsync", real_fsync)
     (folder,) = Path("runs").iterdir()
-    assert str(info.value) == f"could not write {folder / 'checkpoint.pt'}: No space left on device"
+    assert str(info.value) == (
+        f"could not save the checkpoint after epoch 2: could not write {folder / 'checkpoint.pt'}: "
+        "No space left on device"
+    )
     assert checkpoint.load(folder / "checkpoint.pt")["epoch"] == 2  # the first one, intact
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 

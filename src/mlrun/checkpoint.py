@@ -63,8 +63,11 @@ def save(path: Path, checkpoint: dict[str, Any]) -> None:
 def load_weights_only(path: Path) -> Any:
     """``torch.load(path, weights_only=True)``; every way it can fail becomes a :class:`UsageError`.
 
-    A file that needs arbitrary unpickling is refused, never loaded another way.
+    A file that needs arbitrary unpickling is refused, never loaded another way. The
+    CRC-32 of every member of torch's zip container is verified first: torch itself does
+    not check them, so a flipped byte would otherwise load as silently wrong weights.
     """
+    _verify_checksums(path)
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of files it is about to refuse anyway.
@@ -93,6 +96,27 @@ def load_weights_only(path: Path) -> Any:
             f"{path} is corrupt or truncated ({reason})",
             problems=["train or resume the run again"],
         ) from exc
+
+
+def _verify_checksums(path: Path) -> None:
+    """Raise a :class:`UsageError` when a member of the file's zip container fails its CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except FileNotFoundError:
+        return  # reported by the loader, with its own message
+    except OSError as exc:
+        raise UsageError(f"cannot read {path} ({exc.strerror or exc})") from exc
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise UsageError(
+            f"{path} is corrupt or truncated ({exc})", problems=["train or resume the run again"]
+        ) from exc
+    if broken is not None:
+        raise UsageError(
+            f"{path} is corrupt: its checksum does not match ({broken} was altered after it was "
+            "written)",
+            problems=["train or resume the run again; a disk or copy error changed this file"],
+        )
 
 
 def _unpickling_reason(message: str) -> str:

@@ -4,21 +4,40 @@ torchvision's MNIST-family datasets read uncompressed IDX files from
 ``ROOT/<Folder>/raw/`` and skip their download when the files are there. This
 module makes sure they are there, from the cheapest source that has them, and
 never leaves a half-filled folder behind when every source fails.
+
+The rules that keep user data safe:
+
+- The root is ``--data DIR`` / ``dataset.root`` when given, else the user data
+  dir. An explicit root is honoured: mlrun never silently reads another one.
+- mlrun never deletes or replaces a file or folder. It fills ``raw/`` only when it
+  is new or empty (nothing but hidden entries), from the system copy (its MD5s
+  checked) or torchvision's download; a ``raw/`` that holds ``NAME.gz`` for each
+  missing ``NAME`` is completed in place, adding the uncompressed files next to
+  the ``.gz`` ones. Any other incomplete ``raw/`` is an error naming the missing
+  files: it may be the user's own data, so it is left exactly as it is.
+- First-time filling holds a lock (``ROOT/.<Folder>.lock``), so runs and DDP ranks
+  starting together wait for one another and then find the files there.
+- IDX files are checked against their size before any memory is allocated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
+import math
 import os
 import shutil
+import struct
 import tempfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlrun.errors import UsageError
-from mlrun.files import nearest_existing, staged_folder
+from mlrun.errors import MlrunError, UsageError
+from mlrun.files import file_lock, nearest_existing, staged_folder
 
 DATA_DIR_ENV = "MLRUN_DATA_DIR"
 OFFLINE_ENV = "MLRUN_OFFLINE"
@@ -26,7 +45,11 @@ OFFLINE_ENV = "MLRUN_OFFLINE"
 
 @dataclass(frozen=True)
 class IdxDataset:
-    """Where an MNIST-style dataset lives: torchvision's folder name, its files, system copies."""
+    """Where an MNIST-style dataset lives: torchvision's folder name, its files, system copies.
+
+    ``md5`` pairs file names with the MD5 of the uncompressed official file; a system
+    copy is checked against them when it is unpacked.
+    """
 
     title: str
     folder: str
@@ -39,6 +62,7 @@ class IdxDataset:
     system_dirs: tuple[str, ...] = ()
     install_hint: str = ""
     extra_fixes: tuple[str, ...] = field(default=())
+    md5: tuple[tuple[str, str], ...] = ()
 
 
 def user_data_dir() -> Path:
@@ -70,6 +94,29 @@ def _source_file(folder: Path, name: str) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class _RawState:
+    """What a ``raw/`` folder holds of the dataset's files."""
+
+    gzipped: tuple[str, ...]  # missing uncompressed, but NAME.gz is there to unpack in place
+    missing: tuple[str, ...]  # neither NAME nor NAME.gz
+    empty: bool  # no raw/ folder, or nothing visible in it: mlrun may fill it
+
+    @property
+    def complete(self) -> bool:
+        return not self.gzipped and not self.missing
+
+
+def _inspect(raw: Path, spec: IdxDataset) -> _RawState:
+    if not raw.is_dir():
+        return _RawState(gzipped=(), missing=spec.files, empty=True)
+    gzipped = tuple(n for n in spec.files if not (raw / n).is_file() and (raw / f"{n}.gz").is_file())
+    missing = tuple(n for n in spec.files if not (raw / n).is_file() and n not in gzipped)
+    # Hidden entries (an interrupted unpack's scratch folder, .DS_Store) do not make it the user's.
+    empty = not any(not entry.name.startswith(".") for entry in raw.iterdir())
+    return _RawState(gzipped=gzipped, missing=missing, empty=empty)
+
+
 def resolve_root(
     spec: IdxDataset,
     root: str | None,
@@ -79,90 +126,318 @@ def resolve_root(
 ) -> Path:
     """Return a root folder that holds the dataset in torchvision's raw layout.
 
-    Order: the explicit ``root``, the user data dir, a system copy (unpacked once
-    into the target root), then ``downloader`` (torchvision's download). Raises a
-    :class:`UsageError` naming everything tried when all of them fail.
+    The root is ``root`` when given (never another one), else the user data dir. A
+    new or empty ``raw/`` is filled from a system copy, else ``downloader``
+    (torchvision's download); see the module docstring for what is never touched.
+    Raises a :class:`UsageError` naming what was tried, or what is missing, and the fix.
     """
-    tried: list[str] = []
     target = Path(root).expanduser() if root else user_data_dir()
-    candidates = [target, user_data_dir()] if root else [target]
-    for candidate in candidates:
-        if has_files(candidate, spec):
-            return candidate
-        tried.append(f"{candidate / spec.folder / 'raw'}: no IDX files there")
+    raw = target / spec.folder / "raw"
+    existing = nearest_existing(raw)
+    if not existing.is_dir():
+        raise UsageError(
+            f"cannot store {spec.title} under {target}: {existing} is a file, not a folder",
+            problems=[f"point `--data DIR` (or dataset.root) at a folder; the IDX files go in DIR/{spec.folder}/raw/"],
+        )
+    state = _inspect(raw, spec)
+    if state.complete:
+        return target
 
     system = find_system_copy(spec)
-    if system is not None:
-        _ensure_writable(target, spec)
-        with staged_folder(target / spec.folder / "raw", replace=True) as staging:
-            for name in spec.files:
-                _unpack(_source_file(system, name), staging / name)  # type: ignore[arg-type]
-        return target
-    for folder in spec.system_dirs:
-        tried.append(f"{folder}: not installed")
-
     offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0")
-    if download and downloader is not None and not offline:
-        _ensure_writable(target, spec)
-        try:
-            with staged_folder(target / spec.folder / "raw", replace=True) as staging:
-                with tempfile.TemporaryDirectory(prefix="mlrun-download-") as scratch:
-                    downloader(Path(scratch))
-                    fetched = Path(scratch) / spec.folder / "raw"
-                    for name in spec.files:
-                        shutil.move(str(fetched / name), staging / name)
-            return target
-        except Exception as exc:  # noqa: BLE001 - any download failure becomes advice
-            tried.append(f"download: failed ({type(exc).__name__}: {exc})")
-    else:
-        reason = f"{OFFLINE_ENV} is set" if offline else "download = false"
-        tried.append(f"download: not attempted ({reason})")
+    can_download = download and downloader is not None and not offline
+    if state.empty and system is None and not can_download:
+        raise _not_found(spec, root, raw, offline=offline, download=download, downloader=downloader)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if state.missing and not state.empty:
+            raise _incomplete(spec, root, raw, state)
+        raise UsageError(
+            f"cannot store {spec.title} under {target}: {existing} is not writable",
+            problems=["choose a writable data folder with `--data DIR` or $" + DATA_DIR_ENV],
+        )
 
+    try:
+        with _filling(target, spec):
+            state = _inspect(raw, spec)  # another run may have filled it while this one waited
+            if state.complete:
+                return target
+            if not state.empty:
+                if state.missing:
+                    raise _incomplete(spec, root, raw, state)
+                _add_files(raw, state.gzipped, lambda staging: _unpack_in_place(raw, staging, state.gzipped))
+            elif system is not None:
+                _add_files(raw, spec.files, lambda staging: _unpack_system_copy(spec, system, staging))
+            elif not can_download:  # emptied while this run waited for the lock
+                raise _not_found(spec, root, raw, offline=offline, download=download, downloader=downloader)
+            else:
+                try:
+                    _add_files(raw, spec.files, lambda staging: _download(spec, downloader, staging))  # type: ignore[arg-type]
+                except UsageError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any download failure becomes advice
+                    if has_files(target, spec):
+                        return target
+                    failure = f"download: failed ({type(exc).__name__}: {exc})"
+                    raise _not_found(spec, root, raw, offline=offline, download=download,
+                                     downloader=downloader, failure=failure) from exc  # fmt: skip
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: not a traceback
+        raise MlrunError(f"could not store {spec.title} in {raw}: {exc.strerror or exc}") from exc
+    return target
+
+
+def _not_found(
+    spec: IdxDataset, root: str | None, raw: Path, *, offline: bool, download: bool,
+    downloader: Callable[[Path], None] | None, failure: str = "",
+) -> UsageError:
+    tried = [f"{raw}: no IDX files there"]
+    tried += [f"{folder}: not installed" for folder in spec.system_dirs]
+    if failure:
+        tried.append(failure)
+    elif offline:
+        tried.append(f"download: not attempted ({OFFLINE_ENV} is set)")
+    elif not download or downloader is None:
+        tried.append("download: not attempted (download = false)")
     fixes = [spec.install_hint] if spec.install_hint else []
     fixes += list(spec.extra_fixes)
     fixes.append(
         f"point at a copy: `--data DIR` or `dataset.root = \"DIR\"`, with the IDX files in "
         f"DIR/{spec.folder}/raw/"
     )
-    raise UsageError(
+    fixes += _user_copy_fix(spec, root)
+    return UsageError(
         f"{spec.title} not found. Tried:",
         problems=[*tried, "To fix, either:", *(f"- {fix}" for fix in fixes)],
     )
 
 
-def read_idx(path: Path) -> Any:
+def _incomplete(spec: IdxDataset, root: str | None, raw: Path, state: _RawState) -> UsageError:
+    fixes = [
+        f"add the missing files to {raw} (uncompressed, or as NAME.gz to have them unpacked there)",
+        f"point `--data DIR` at a new or empty folder, to have {spec.title} put in DIR/{spec.folder}/raw/",
+        f"move {raw} aside, to have a new one filled",
+        *_user_copy_fix(spec, root),
+    ]
+    return UsageError(
+        f"{spec.title} in {raw} is incomplete: {len(state.missing)} of {len(spec.files)} IDX files "
+        "missing (mlrun never changes a folder it did not fill)",
+        problems=[*(f"missing: {name}" for name in state.missing), "To fix, either:", *(f"- {fix}" for fix in fixes)],
+    )
+
+
+def _user_copy_fix(spec: IdxDataset, root: str | None) -> list[str]:
+    if root and has_files(user_data_dir(), spec):
+        return [f"drop `--data` / dataset.root to use the complete copy in {user_data_dir()}"]
+    return []
+
+
+@contextlib.contextmanager
+def _filling(target: Path, spec: IdxDataset) -> Iterator[None]:
+    """Hold the lock that serialises first-time filling; on failure leave no lock or folder behind."""
+    lock = target / f".{spec.folder}.lock"
+    created = []
+    folder = target
+    while not folder.exists():
+        created.append(folder)  # innermost first
+        folder = folder.parent
+    had_lock = lock.exists()
+    try:
+        with file_lock(lock, wait=True, what=f"{spec.title} in {target}"):
+            yield
+    except BaseException:
+        # A run still waiting on the removed lock re-checks and fills on its own; _add_files
+        # never replaces a file, so two fillers cannot clobber each other.
+        if not had_lock:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: never removes what others put there
+        raise
+
+
+def _add_files(raw: Path, names: Sequence[str], produce: Callable[[Path], None]) -> None:
+    """Put the files ``produce`` writes into a scratch folder into ``raw``: all of them or none.
+
+    A new ``raw`` appears at once, complete (a staged folder); into an existing one the
+    files are linked one by one, never replacing a file that is there.
+    """
+    if not raw.exists():
+        try:
+            with staged_folder(raw, replace=False) as staging:
+                produce(staging)
+        except OSError:
+            # The rename fails when another run got there first: fine if its files are all there.
+            if not all((raw / name).is_file() for name in names):
+                raise
+        return
+    added: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix=".mlrun-unpack-", dir=raw) as scratch:
+        produce(Path(scratch))
+        try:
+            for name in names:
+                if _place(Path(scratch) / name, raw / name):
+                    added.append(raw / name)
+        except BaseException:
+            for path in added:
+                path.unlink()
+            raise
+
+
+def _place(source: Path, dest: Path) -> bool:
+    """Move ``source`` to ``dest`` unless ``dest`` exists; False when it did."""
+    try:
+        os.link(source, dest)  # fails if dest exists, unlike a rename
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links
+        if dest.exists():
+            return False
+        os.rename(source, dest)
+    return True
+
+
+def _unpack_in_place(raw: Path, staging: Path, names: Sequence[str]) -> None:
+    for name in names:
+        _unpack(raw / f"{name}.gz", staging / name)
+
+
+def _unpack_system_copy(spec: IdxDataset, system: Path, staging: Path) -> None:
+    expected = dict(spec.md5)
+    for name in spec.files:
+        source = _source_file(system, name)
+        assert source is not None  # find_system_copy checked
+        digest = _unpack(source, staging / name)
+        if name in expected and digest != expected[name]:
+            fixes = [f"reinstall it ({spec.install_hint})"] if spec.install_hint else []
+            raise UsageError(
+                f"{source}: checksum mismatch, the system copy of {spec.title} is damaged "
+                f"(MD5 of the unpacked file {digest}, the official file's is {expected[name]})",
+                problems=["nothing was unpacked. To fix, either:", *(f"- {fix}" for fix in fixes),
+                          f"- point `--data DIR` at a good copy, with the IDX files in DIR/{spec.folder}/raw/"],
+            )  # fmt: skip
+
+
+def _download(spec: IdxDataset, downloader: Callable[[Path], None], staging: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="mlrun-download-") as scratch:
+        downloader(Path(scratch))
+        fetched = Path(scratch) / spec.folder / "raw"
+        for name in spec.files:
+            shutil.move(str(fetched / name), staging / name)
+
+
+def _unpack(source: Path, dest: Path) -> str:
+    """Copy ``source`` to ``dest``, gunzipping a ``.gz``; returns the MD5 of what was written."""
+    digest = hashlib.md5(usedforsecurity=False)
+    opener = gzip.open if source.suffix == ".gz" else open
+    try:
+        with opener(source, "rb") as src, open(dest, "wb") as out:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UsageError(
+            f"{source}: not a valid gzip file ({exc or type(exc).__name__})",
+            problems=[f"replace it with an intact copy (or with the uncompressed {source.stem})"],
+        ) from exc
+    return digest.hexdigest()
+
+
+def idx_shape(path: Path, shape: Sequence[int | None] | None = None, *, what: str = "data") -> tuple[int, ...]:
+    """The shape an unsigned-byte IDX file declares, checked against the file's size.
+
+    ``shape`` is what the caller expects (None: any length along that axis); ``what``
+    names the content in messages ("images", "labels"). Reads only the header.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if len(head) < 4:
+            raise _bad_idx(path, f"truncated IDX header ({size} bytes)")
+        zero, kind, dims = struct.unpack(">HBB", head)
+        if zero != 0 or kind != 0x08 or not 1 <= dims <= 3:
+            raise _bad_idx(path, "not an unsigned-byte IDX file (bad magic number)")
+        dim_bytes = handle.read(4 * dims)
+    if len(dim_bytes) < 4 * dims:
+        raise _bad_idx(path, f"truncated IDX header ({size} bytes)")
+    found = struct.unpack(f">{dims}I", dim_bytes)
+    if shape is not None and (
+        len(shape) != dims or any(want is not None and want != got for want, got in zip(shape, found))
+    ):
+        wanted = " x ".join("N" if n is None else str(n) for n in shape)
+        swapped = (what, dims) in (("images", 1), ("labels", 3))  # the other file of the pair
+        raise _bad_idx(
+            path, f"holds {dims}-d data of shape {' x '.join(map(str, found))}, expected {what} of shape {wanted}"
+            + (f" (it looks like the {'labels' if dims == 1 else 'images'} file)" if swapped else ""),
+            hint="are the images and labels files swapped or misnamed?" if swapped else "",
+        )  # fmt: skip
+    expected = 4 + 4 * dims + math.prod(found)
+    if size != expected:
+        state = "truncated" if size < expected else "longer than its header says"
+        raise _bad_idx(
+            path, f"{state}: the header declares {' x '.join(map(str, found))} bytes of data "
+            f"({expected:,} bytes with the header), the file has {size:,}",
+        )  # fmt: skip
+    return found
+
+
+def read_idx(path: Path, shape: Sequence[int | None] | None = None, *, what: str = "data") -> Any:
     """Read an uncompressed unsigned-byte IDX file (MNIST format) into a uint8 tensor.
 
-    The file is read straight into the tensor's memory: torchvision's reader holds
-    the file twice while parsing (bytes, then a bytearray copy), which for the 47 MB
-    Fashion-MNIST training images is the largest memory peak of a whole run.
+    The header is checked against ``shape`` and the file size first (:func:`idx_shape`),
+    so a bad file is an error naming it, never a huge allocation. The file is read
+    straight into the tensor's memory: torchvision's reader holds the file twice while
+    parsing (bytes, then a bytearray copy), which for the 47 MB Fashion-MNIST training
+    images is the largest memory peak of a whole run.
     """
-    import struct
-
     import torch
 
+    found = idx_shape(path, shape, what=what)
+    data = torch.empty(found, dtype=torch.uint8)
     with open(path, "rb") as handle:
-        zero, kind, dims = struct.unpack(">HBB", handle.read(4))
-        if zero != 0 or kind != 0x08 or not 1 <= dims <= 3:
-            raise UsageError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
-        shape = struct.unpack(f">{dims}I", handle.read(4 * dims))
-        data = torch.empty(shape, dtype=torch.uint8)
+        handle.seek(4 + 4 * len(found))
         view = memoryview(data.numpy()).cast("B")
-        if handle.readinto(view) != len(view):
-            raise UsageError(f"{path}: truncated IDX file; delete it to have it unpacked again")
+        if handle.readinto(view) != len(view):  # the file shrank since it was checked
+            raise _bad_idx(path, "truncated IDX file")
     return data
 
 
-def _ensure_writable(target: Path, spec: IdxDataset) -> None:
-    existing = nearest_existing(target)
-    if not os.access(existing, os.W_OK | os.X_OK):
+def read_split(
+    image_file: Path, label_file: Path, *, num_classes: int, image_size: tuple[int, int] = (28, 28)
+) -> tuple[Any, Any]:
+    """Read one split's images (N x H x W) and labels (N) as uint8 tensors, every check first.
+
+    Both headers are checked (shape, size, equal counts) before anything is allocated;
+    then the labels are read and checked to be in ``0 .. num_classes-1``.
+    """
+    count = idx_shape(image_file, (None, *image_size), what="images")[0]
+    labelled = idx_shape(label_file, (None,), what="labels")[0]
+    if count != labelled:
         raise UsageError(
-            f"cannot store {spec.title} under {target}: {existing} is not writable",
-            problems=["choose a writable data folder with `--data DIR` or $" + DATA_DIR_ENV],
-        )
+            f"{image_file} holds {count} images but {label_file} holds {labelled} labels",
+            problems=["the two files must be the same split of the same dataset. To fix: replace "
+                      "them with intact copies, or point `--data DIR` at a new or empty folder"],
+        )  # fmt: skip
+    labels = read_idx(label_file, (None,), what="labels")
+    check_labels(labels, label_file, num_classes)
+    return read_idx(image_file, (None, *image_size), what="images"), labels
 
 
-def _unpack(source: Path, dest: Path) -> None:
-    opener = gzip.open if source.suffix == ".gz" else open
-    with opener(source, "rb") as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out, length=1 << 20)
+def check_labels(labels: Any, path: Path, num_classes: int) -> None:
+    """Raise a :class:`UsageError` naming ``path`` when a label is not in ``0 .. num_classes-1``."""
+    if len(labels) and int(labels.max()) >= num_classes:
+        index = int((labels >= num_classes).nonzero()[0])
+        raise _bad_idx(
+            path, f"label {int(labels[index])} at index {index} is out of range for "
+            f"{num_classes} classes (0 to {num_classes - 1})",
+        )  # fmt: skip
+
+
+def _bad_idx(path: Path, message: str, hint: str = "") -> UsageError:
+    return UsageError(
+        f"{path}: {message}",
+        problems=[
+            *([hint] if hint else []),
+            "To fix: replace the file with an intact copy, or point `--data DIR` at a new or empty "
+            "folder to have the dataset put there",
+        ],
+    )

@@ -41,10 +41,28 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.unlink(temp_name)
         except FileNotFoundError:
             pass
-        if isinstance(exc, OSError):
-            raise MlrunError(f"could not write {path}: {exc.strerror or exc}") from exc
+        cause = os_error_in(exc)
+        if cause is not None:
+            raise MlrunError(f"could not write {path}: {cause.strerror or cause}") from exc
         raise
     _fsync_dir(path.parent)
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The operating-system error behind ``exc``, if any.
+
+    torch.save reports a full disk as ``RuntimeError: [enforce fail at
+    inline_container.cc...] unexpected pos``, with the real ``OSError`` (ENOSPC) only in
+    the exception's context: that is the one worth showing.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def current_umask() -> int:
@@ -107,3 +125,33 @@ def staged_folder(final: Path, *, replace: bool) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+class LockHeld(MlrunError):
+    """Another process holds a lock that this one asked for without waiting."""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait: bool, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block.
+
+    With ``wait``, block until the lock is free (first-time data unpacking: the second
+    process waits, then finds the work done); without it, raise :class:`LockHeld`
+    naming ``what`` (a run folder another process is writing). The kernel releases
+    the lock when its holder dies, even by ``kill -9``: there is no stale lock to clean.
+    """
+    import fcntl
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+    except OSError as exc:
+        raise MlrunError(f"could not lock {what} ({path}: {exc.strerror or exc})") from exc
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as exc:
+            raise LockHeld(f"{what} is in use by another mlrun process") from exc
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from mlrun.components import KINDS, Component
 from mlrun.errors import PluginError, did_you_mean
 from mlrun.params import SignatureError, parameters
-from mlrun.plugins import PluginInfo, PluginSet, load_plugins, raise_if_failed
+from mlrun.plugins import (
+    PluginCodeFailed,
+    PluginInfo,
+    PluginSet,
+    load_plugins,
+    plugin_code,
+    raise_if_failed,
+)
 
 #: The hook that fills each kind's namespace.
 HOOKS: dict[str, str] = {
@@ -60,8 +67,7 @@ class Registry:
         message += f" (run `mlrun list {kind}` to see all {len(known)})"
         failed = self.plugins.failed()
         if failed:
-            names = ", ".join(f"'{info.name}' ({info.error})" for info in failed)
-            message += f"; note: plugin(s) that failed to load and may provide it: {names}"
+            message += _failed_note(failed)
         raise LookupProblem(message)
 
     def names(self, kind: str) -> list[str]:
@@ -73,6 +79,25 @@ class Registry:
         for kind in KINDS:
             for name in self.names(kind):
                 yield self.entries[kind][name]
+
+
+#: How many failed plugins an unknown-name message lists, and how much of each reason.
+NOTE_PLUGINS = 5
+NOTE_REASON_CHARS = 140
+
+
+def _failed_note(failed: list[PluginInfo]) -> str:
+    """One short, indented line per failed plugin: the message must read well in a terminal."""
+    count = f"{len(failed)} plugins" if len(failed) > 1 else "a plugin"
+    lines = ["", f"    note: {count} failed to load and may provide it (details: `mlrun plugins`):"]
+    for info in failed[:NOTE_PLUGINS]:
+        reason = " ".join((info.error or "").split())  # exception texts may span lines
+        if len(reason) > NOTE_REASON_CHARS:
+            reason = reason[: NOTE_REASON_CHARS - 1].rstrip() + "…"
+        lines.append(f"      '{info.name}' ({reason})")
+    if len(failed) > NOTE_PLUGINS:
+        lines.append(f"      … and {len(failed) - NOTE_PLUGINS} more")
+    return "\n".join(lines)
 
 
 def build_registry(plugins: PluginSet | None = None) -> Registry:
@@ -87,7 +112,7 @@ def build_registry(plugins: PluginSet | None = None) -> Registry:
             info = plugins.infos[impl.plugin_name]
             if not info.ok:
                 continue
-            components = _call(impl, info, kind, hook_name)
+            components = _call(impl, info, kind, hook_name, plugins.timeout)
             for component in components:
                 by_name.setdefault((kind, component.name), []).append(Entry(component, info))
     for (kind, name), found in by_name.items():
@@ -106,10 +131,14 @@ def build_registry(plugins: PluginSet | None = None) -> Registry:
     return registry
 
 
-def _call(impl: object, info: PluginInfo, kind: str, hook_name: str) -> list[Component]:
+def _call(impl: object, info: PluginInfo, kind: str, hook_name: str, limit: float) -> list[Component]:
     expected = KINDS[kind]
     try:
-        result = impl.function()  # type: ignore[attr-defined]
+        with plugin_code(info, hook=hook_name, limit=limit):  # no exit, hang or stray stdout from a hook
+            result = impl.function()  # type: ignore[attr-defined]
+    except PluginCodeFailed as exc:
+        info.fail(exc.reason, exc.details)
+        return []
     except Exception as exc:  # noqa: BLE001 - reported as a failed plugin
         info.fail(f"{hook_name}() raised {type(exc).__name__}: {exc}", traceback.format_exc())
         return []

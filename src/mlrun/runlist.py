@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrun.errors import UsageError
-from mlrun.runs import METRICS_FILE, RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE
+from mlrun.runs import METRICS_FILE, RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE, RunFolder
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +26,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 #: Status shown for a folder whose run.json is missing or cannot be read.
 UNREADABLE = "unreadable"
+#: Status shown for a run whose run.json says running but whose process is gone.
+DIED = "died"
 #: The timestamp RunFolder.create puts at the end of a run folder's name (and a -N suffix).
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
 #: Files that make a folder look like a run folder.
@@ -111,6 +113,14 @@ def summarize_run(folder: Path) -> RunSummary:
     status = _read_status(folder, summary)
     if isinstance(status.get("status"), str):
         summary.status = status["status"]
+    if summary.status == "running" and RunFolder(folder).writer_alive() is False:
+        # run.json says running, but no process holds the folder: it died without a word.
+        summary.status = DIED
+        who = f" (pid {status['pid']} on {status.get('host', '?')})" if "pid" in status else ""
+        summary.problems.append(
+            f"its process{who} ended without finishing (kill -9, crash or power loss); "
+            f"resume with: mlrun resume {folder}"
+        )
     if isinstance(status.get("recipe"), str):
         summary.recipe = status["recipe"]
     accuracies = _read_metrics(folder, summary)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keyword
 import re
+import sys
+from importlib import metadata
 from pathlib import Path
 
 from mlrun.errors import UsageError
@@ -146,10 +148,57 @@ def names_for(name: str) -> tuple[str, str, str]:
             "hyphens or underscores, starting with a letter (e.g. mlrun-acme)"
         )
     module = name.replace("-", "_")
-    if keyword.iskeyword(module) or module in ("mlrun", "torch", "test", "tests"):
-        raise UsageError(f"'{name}' would shadow the Python module '{module}'; choose another name")
+    if keyword.iskeyword(module):
+        raise UsageError(
+            f"'{name}' cannot be a package name: '{module}' is a Python keyword; "
+            f"choose another name, e.g. {_suggest(name)}"
+        )
+    shadowed = _shadowed(name, module)
+    if shadowed:
+        raise UsageError(
+            f"'{name}' would shadow {shadowed}: `import {module}` could no longer find one of "
+            f"the two; choose another name, e.g. {_suggest(name)}"
+        )
     short = module.removeprefix("mlrun_") or module
     return name, module, f"{short}_mlp"
+
+
+#: Modules a plugin must never shadow, installed or not: mlrun, what it runs on, and test folders.
+RESERVED_MODULES = frozenset({
+    "mlrun", "torch", "torchvision", "numpy", "pluggy", "pydantic", "annotated_types", "tomli_w",
+    "setuptools", "pip", "pytest", "test", "tests",
+})  # fmt: skip
+
+
+def _shadowed(name: str, module: str) -> str | None:
+    """What the plugin's module would shadow: a standard-library or important/installed module."""
+    if module in sys.stdlib_module_names:
+        return f"the standard-library module '{module}'"
+    if module in RESERVED_MODULES:
+        return f"the module '{module}'"
+    # An installed distribution providing the same top-level module; only this very plugin,
+    # installed from an earlier scaffold, is not a clash.
+    owners = metadata.packages_distributions().get(module, [])
+    others = sorted({d for d in owners if not (_normalized(d) == _normalized(name) and _is_plugin(d))})
+    if others:
+        return f"the module '{module}' of the installed package {', '.join(others)}"
+    return None
+
+
+def _is_plugin(dist: str) -> bool:
+    try:
+        return any(ep.group == "mlrun" for ep in metadata.distribution(dist).entry_points)
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def _normalized(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def _suggest(name: str) -> str:
+    """A distinctive name in the usual style; mlrun-NAME is almost never taken."""
+    return "mlrun-acme" if _normalized(name) == "mlrun" else f"mlrun-{name}"
 
 
 def create_plugin(name: str, parent: Path) -> Path:

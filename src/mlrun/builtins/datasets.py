@@ -11,7 +11,7 @@ import torch
 from annotated_types import Ge, Gt
 
 from mlrun import Dataset, hookimpl
-from mlrun.data import IdxDataset, read_idx, resolve_root
+from mlrun.data import IdxDataset, read_split, resolve_root
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -24,6 +24,14 @@ FASHION_MNIST = IdxDataset(
     folder="FashionMNIST",
     system_dirs=("/usr/share/datasets/fashion-mnist",),
     install_hint="install Debian's copy: `sudo apt-get install dataset-fashion-mnist`",
+    # MD5s of the official files, uncompressed: torchvision's list (FashionMNIST.resources)
+    # is of the .gz files, which Debian recompressed, so their MD5s differ; the contents do not.
+    md5=(
+        ("train-images-idx3-ubyte", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        ("train-labels-idx1-ubyte", "9018921c3c673c538a1fc5bad174d6f9"),
+        ("t10k-images-idx3-ubyte", "8181f5470baa50b63fa0f6fddb340f0a"),
+        ("t10k-labels-idx1-ubyte", "15d484375f8d13e6eb1aabb0c3f46965"),
+    ),
 )
 MNIST = IdxDataset(title="MNIST", folder="MNIST")
 
@@ -38,10 +46,15 @@ def _lean(dataset_class: type) -> type:
 
     class Lean(dataset_class):  # type: ignore[misc, valid-type]
         def _load_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+            # The files are checked here, when the dataset is built: a bad file stops the run
+            # before training, and before anything is allocated (read_split).
             prefix = "train" if self.train else "t10k"
             raw = Path(self.raw_folder)
-            images = read_idx(raw / f"{prefix}-images-idx3-ubyte")
-            return images, read_idx(raw / f"{prefix}-labels-idx1-ubyte").long()
+            images, labels = read_split(
+                raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte",
+                num_classes=len(self.classes),
+            )  # fmt: skip
+            return images, labels.long()
 
     # torchvision derives the data folder from __name__ (ROOT/FashionMNIST/raw); pickle
     # finds the class by __qualname__, served by the module's __getattr__ (DataLoader workers).

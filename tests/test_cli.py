@@ -46,7 +46,7 @@ def test_run_writes_a_run_folder(small_recipe: Path, tmp_path: Path) -> None:
     (folder,) = (tmp_path / "runs").iterdir()
     names = {p.name for p in folder.iterdir()}
     assert {"recipe.toml", "run.json", "metrics.csv", "model.pt", "checkpoint.pt", "steps.csv"} <= names
-    assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
+    assert not [n for n in names if n.endswith(".tmp")]  # no temporary files left behind
 
 
 def test_run_subcommand_is_the_same_as_the_short_form(small_recipe: Path, tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def test_training_learns_and_writes_the_run_folder(registry, small_recipe: Path)
     assert folder.name.startswith("small-")
     names = {p.name for p in folder.iterdir()}
     assert {"checkpoint.pt", "metrics.csv", "model.pt", "recipe.toml", "run.json", "steps.csv"} <= names
-    assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
+    assert not [n for n in names if n.startswith(".") and n != ".lock"]  # no temporary files left behind
     steps = (folder / "steps.csv").read_text().splitlines()
     assert steps[0] == "epoch,step,train_loss" and len(steps) == 1 + 2 * 19  # 600 samples / 32
     rows = list(csv.DictReader((folder / "metrics.csv").open()))

@@ -171,7 +171,7 @@ def test_failed_checkpoint_write_is_reported_and_the_previous_one_survives(regis
         "No space left on device"
     )
     assert checkpoint.load(folder / "checkpoint.pt")["epoch"] == 2  # the first one, intact
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
 class RunsCode:

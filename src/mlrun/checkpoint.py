@@ -101,6 +101,8 @@ def load_weights_only(path: Path) -> Any:
 def _verify_checksums(path: Path) -> None:
     """Raise a :class:`UsageError` when a member of the file's zip container fails its CRC-32."""
     try:
+        if not zipfile.is_zipfile(path):
+            return  # torch's legacy format (no checksums): torch.load still loads it weights-only
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
     except FileNotFoundError:

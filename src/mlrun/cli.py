@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a failure during training, 2 bad input (nothing written
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -146,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="change the recipe (needs --force)")
     resume.add_argument("--force", action="store_true", help="accept a recipe that differs from the run's")
     resume.add_argument("--data", metavar="DIR", help="dataset root folder (sets dataset.root)")
+    resume.add_argument(
+        "--nproc", type=int, metavar="N",
+        help="the run's process count (default: the same as it was trained with; another count is refused)",
+    )  # fmt: skip
+    resume.add_argument(
+        "--max-restarts", type=int, default=0, metavar="R",
+        help="with several processes: restart the workers up to R times after a failure",
+    )  # fmt: skip
     resume.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     predict = commands.add_parser(
@@ -245,8 +254,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        if getattr(args, "nproc", None) and "WORLD_SIZE" not in os.environ:
-            return _launch_distributed(args, args_list)
+        if args.command in ("run", "resume") and "WORLD_SIZE" in os.environ:
+            from mlrun import distributed
+
+            distributed.die_with_parent()  # at once: loading the data can take a while
+        elif args.command in ("run", "resume"):
+            from mlrun import distributed
+
+            # Validated before anything runs; a resumed run keeps its own process count.
+            resume_dir = args.run_dir if args.command == "resume" else args.resume
+            nproc = distributed.processes_to_launch(args.nproc, args.max_restarts, resume_dir)
+            if nproc is not None:
+                return _launch_distributed(args, args_list, nproc)
         return _dispatch(args)
     except MlrunError as exc:
         if args.debug:
@@ -273,8 +292,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _echo(line: str) -> None:
-    """Progress lines go out at once, also when stdout is a pipe or a file."""
-    print(line, flush=True)
+    """Progress lines go out at once, also when stdout is a pipe or a file.
+
+    A reader that goes away (`mlrun RECIPE | head -3`) or a full device behind stdout
+    must not stop a run: the run folder keeps the record, so the log is dropped instead.
+    """
+    global _stdout_lost
+    if _stdout_lost:
+        return
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        _stdout_lost = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not isinstance(exc, BrokenPipeError):
+            with contextlib.suppress(OSError):
+                print(f"warning: cannot write the run log to stdout ({exc.strerror or exc}); "
+                      "training goes on, the run folder keeps the record", file=sys.stderr)
+
+
+_stdout_lost = False
 
 
 def _rank_prefix() -> str:
@@ -284,16 +321,36 @@ def _rank_prefix() -> str:
     return ""
 
 
-def _launch_distributed(args: argparse.Namespace, argv: list[str]) -> int:
-    """Check the recipe here, then start the workers through torch's elastic launcher."""
+def _launch_distributed(args: argparse.Namespace, argv: list[str], nproc: int) -> int:
+    """Check the recipe here, then start ``nproc`` workers under torch's elastic agent."""
+    from pathlib import Path
+
+    import torch
+
     from mlrun import distributed
+    from mlrun.errors import UsageError
     from mlrun.plugins import PluginSettings, load_plugins
     from mlrun.recipe import load_recipe
     from mlrun.registry import build_registry
+    from mlrun.runs import RECIPE_FILE
 
     registry = build_registry(load_plugins(PluginSettings.from_env(strict=args.strict_plugins)))
-    load_recipe(args.recipe, registry, args.overrides)  # bad input fails here, once, before any worker
-    return distributed.launch(_without_launch_options(argv), args.nproc, args.max_restarts)
+    extra = {"dataset": {"root": str(Path(args.data).expanduser().resolve())}} if args.data else None
+    resume_dir = args.run_dir if args.command == "resume" else args.resume
+    source = args.recipe if args.command == "run" else Path(resume_dir) / RECIPE_FILE
+    if resume_dir is not None and not (Path(resume_dir) / RECIPE_FILE).is_file():
+        raise UsageError(f"{resume_dir} is not a run folder: {Path(resume_dir) / RECIPE_FILE} is missing")
+    # Bad input fails here, once, before any worker.
+    recipe = load_recipe(source, registry, args.overrides, extra_data=extra)
+    device = recipe.train.device
+    uses_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    warning = distributed.check_process_count(nproc, uses_cuda=uses_cuda)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return distributed.launch(
+        _without_launch_options(argv), nproc, args.max_restarts,
+        output_dir=None if resume_dir else recipe.train.output_dir, resume_dir=resume_dir,
+    )  # fmt: skip
 
 
 def _without_launch_options(argv: list[str]) -> list[str]:
@@ -377,7 +434,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace, registry: Any, extra: dict[str, Any] | None) -> int:
-    """Continue a run folder; a recipe that differs from the run's needs --force."""
+    """Continue a run folder; the engine refuses changes it cannot honour (see mlrun.resume)."""
     from pathlib import Path
 
     from mlrun import engine
@@ -389,29 +446,10 @@ def _resume(args: argparse.Namespace, registry: Any, extra: dict[str, Any] | Non
     saved_recipe = folder.path / RECIPE_FILE
     if not saved_recipe.is_file():
         raise UsageError(f"{folder.path} is not a run folder: {saved_recipe} is missing")
-    original = load_recipe(saved_recipe, registry)
     source = saved_recipe if args.command == "resume" else Path(args.recipe)
     recipe = load_recipe(source, registry, args.overrides, extra_data=extra)
-    changed = _changed_keys(original.to_dict(), recipe.to_dict())
-    if changed and not args.force:
-        raise UsageError(
-            f"the recipe differs from the one {folder.path} was trained with; refusing to resume",
-            problems=[*(f"changed: {key}" for key in changed), "add --force to resume anyway"],
-        )
-    if changed:
-        folder.write_recipe(recipe.to_dict(), header=f"# Resolved recipe; changed on resume: {', '.join(changed)}\n")
-    engine.run(recipe, echo=_echo, resume=folder)
+    engine.run(recipe, echo=_echo, resume=folder, force=args.force)
     return EXIT_OK
-
-
-def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved recipes."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        keys = sorted(set(before) | set(after), key=lambda k: (k not in before, k))
-        return [c for k in keys for c in _changed_keys(before.get(k), after.get(k), f"{prefix}{k}.")]
-    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [c for i, (b, a) in enumerate(zip(before, after)) for c in _changed_keys(b, a, f"{prefix}{i}.")]
-    return [] if before == after else [prefix.rstrip(".")]
 
 
 def _list(registry: Any, kind: str | None, *, as_json: bool) -> int:

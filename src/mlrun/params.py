@@ -4,7 +4,9 @@ The factory's keyword parameters (minus the ones the engine injects) are the
 component's recipe parameters. Each must carry a type annotation; constraints go
 in ``Annotated[...]`` with ``annotated_types`` or ``pydantic.Field`` metadata,
 e.g. ``lr: Annotated[float, Gt(0)] = 0.01``. Validation is strict: the string
-``"2"`` is never turned into the number ``2``.
+``"2"`` is never turned into the number ``2``. Floats must be finite (``inf`` and
+``nan`` are refused, inside lists too) unless a parameter opts in with
+``Annotated[float, pydantic.AllowInfNan(True)]``.
 """
 
 from __future__ import annotations
@@ -99,8 +101,11 @@ def _model_for(component: Component) -> type[pydantic.BaseModel]:
         fields[p.name] = (p.annotation, ... if p.required else p.default)
     return pydantic.create_model(
         f"{component.kind}_{component.name}_params",
+        # allow_inf_nan=False: an lr or a mean of inf/nan validates but trains to garbage
+        # (or to 10% accuracy with exit 0); a parameter that means it opts in per field.
         __config__=pydantic.ConfigDict(
-            extra="forbid", strict=True, protected_namespaces=(), arbitrary_types_allowed=True
+            extra="forbid", strict=True, protected_namespaces=(), arbitrary_types_allowed=True,
+            allow_inf_nan=False,
         ),
         **fields,
     )

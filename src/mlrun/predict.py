@@ -10,6 +10,8 @@ never loaded unsafely, since unpickling can run any code the file's author chose
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,8 @@ Echo = Callable[[str], None]
 
 #: Images given by path are resized to this (width, height): the MNIST-family size.
 IMAGE_SIZE = (28, 28)
+#: Largest image (in pixels) decoded: bigger ones would take gigabytes just to shrink to 28x28.
+MAX_IMAGE_PIXELS = 8192 * 8192
 PREDICTIONS_FOLDER = "predictions"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 EVALUATION_FILE = "evaluation.json"
@@ -171,15 +175,34 @@ def load_image(path: Path) -> Any:
     if not path.is_file():
         raise UsageError(f"{path}: not a file; give a PNG or JPEG image")
     try:
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():  # PIL warns of sizes our own, lower limit refuses below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)  # reads the header only: the size is known before decoding
+        with opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UsageError(_too_large(path, width, height))
             opened.load()  # decode now, so a truncated file fails here with its name
             image = opened.convert("L")
+    except Image.DecompressionBombError as exc:  # PIL's own, larger limit, raised by open()
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)) // 1_000_000} megapixels" if found else "too many pixels"
+        raise UsageError(_too_large(path, None, None, pixels)) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"{path}: not a readable image ({reason}); give a PNG or JPEG file") from exc
     if image.size != IMAGE_SIZE:
         image = image.resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
     return image
+
+
+def _too_large(path: Path, width: int | None, height: int | None, pixels: str = "") -> str:
+    size = f"{width}x{height} pixels" if width is not None else pixels
+    limit = f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+    return (
+        f"{path}: image too large to read ({size}; at most {limit}); "
+        f"shrink it first: mlrun scales images to {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} anyway"
+    )
 
 
 def _test_set(loaded: LoadedRun) -> Any:

@@ -6,15 +6,20 @@ it came from (the recipe file or the override) and its dotted key path.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from mlrun.components import OUTPUT_KINDS, Component
 from mlrun.errors import UsageError, did_you_mean
@@ -30,18 +35,62 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 COMPONENT_SECTIONS: tuple[str, ...] = ("dataset", "model", "criterion", "optimizer")
 SECTIONS: tuple[str, ...] = ("dataset", "transforms", "model", "criterion", "optimizer", "train")
 OUTPUT_WORDS = {"logits": "raw logits", "log_probs": "log-probabilities", "probs": "probabilities"}
+#: A recipe larger than this is not a recipe (and /dev/zero would be read forever).
+MAX_RECIPE_BYTES = 1 << 20
+#: Deepest nesting of tables and arrays a recipe may have; real recipes need about 5.
+MAX_NESTING = 32
+#: Longest run name: a ``-YYYYmmdd-HHMMSS-N`` suffix follows, and file names stop at 255 bytes.
+MAX_RUN_NAME = 100
+RUN_NAME_RULE = (
+    "a run name is one folder name inside train.output_dir: use letters, digits, '-', '_' "
+    f"and '.', not starting with '.', at most {MAX_RUN_NAME} characters"
+)
+
+
+def safe_run_name(name: str) -> str | None:
+    """Why ``name`` cannot prefix a run folder inside ``output_dir``, or None when it can.
+
+    Refuses anything that could leave ``output_dir`` (separators, ``..``, absolute
+    paths), hide the folder from ``mlrun runs`` (a leading dot), or break file names
+    (control characters, over-long names). The message ends with what is allowed.
+    """
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif len(name) > MAX_RUN_NAME:
+        problem = f"is {len(name)} characters long"
+    elif bad := next((c for c in name if unicodedata.category(c).startswith("C")), None):
+        problem = f"contains a control character (U+{ord(bad):04X})"
+    elif name.startswith(("/", "\\")) or os.path.isabs(name):
+        problem = "is an absolute path"
+    elif sep := next((c for c in name if c in "/\\"), None):
+        problem = f"contains a path separator ({sep!r})"
+    elif name.startswith("."):
+        # '.' and '..' are the folder itself and its parent; '.x' is hidden from `mlrun runs`.
+        problem = "starts with '.' (a hidden folder)" if name.strip(".") else "is not a folder name"
+    elif bad := next((c for c in name if not re.fullmatch(r"[\w.-]", c)), None):
+        problem = f"contains {bad!r}"
+    return f"{problem}; {RUN_NAME_RULE}" if problem else None
+
+
+def run_name_from(path: Path) -> str:
+    """A safe run name from a recipe file's stem (``.hidden.toml`` gives ``hidden``)."""
+    cleaned = re.sub(r"[^\w.-]+", "_", path.stem).lstrip(".")[:MAX_RUN_NAME]
+    return cleaned or "run"
 
 
 class TrainSettings(BaseModel):
     """The ``[train]`` section: how to train, where results go."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan=False: a float setting of inf/nan is never meant.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     epochs: int = Field(5, ge=1, description="passes over the training split")
     batch_size: int = Field(64, ge=1, description="samples per optimizer step")
     eval_batch_size: int = Field(1000, ge=1, description="samples per batch when evaluating")
     shuffle: bool = Field(True, description="reshuffle the training split every epoch")
-    seed: int = Field(0, ge=0, description="seed for weights, shuffling and augmentation")
+    # NumPy's legacy seeding (seed_everything) takes 32-bit seeds only.
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed for weights, shuffling and augmentation")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' uses CUDA when available, else the CPU"
     )
@@ -68,6 +117,15 @@ class TrainSettings(BaseModel):
     flush_denormal: bool = Field(
         True, description="flush denormal floats to zero on the CPU (faster; changes tiny values)"
     )
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_a_folder_name(cls, value: str) -> str:
+        # Empty means "the recipe's file name", which run_name_from makes safe.
+        problem = safe_run_name(value) if value else None
+        if problem:
+            raise PydanticCustomError("unsafe_run_name", "{problem}", {"problem": problem})
+        return value
 
 
 def transforms_for(specs: Sequence[ComponentSpec], *, train: bool) -> list[ComponentSpec]:
@@ -125,8 +183,8 @@ class Recipe:
 
     @property
     def run_name(self) -> str:
-        """The run folder prefix: ``train.run_name``, else the recipe file's stem."""
-        return self.train.run_name or self.path.stem
+        """The run folder prefix: ``train.run_name``, else the recipe file's stem (made safe)."""
+        return self.train.run_name or run_name_from(self.path)
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe, ready for TOML."""
@@ -145,6 +203,8 @@ class Recipe:
 
 def read_recipe_file(path: Path) -> dict[str, Any]:
     """Parse a TOML recipe file; any reading or syntax problem becomes a :class:`UsageError`."""
+    if path.is_symlink() and not path.exists():
+        raise UsageError(_broken_link(path))
     if not path.exists():
         hint = ""
         if path.suffix != ".toml" and path.with_suffix(".toml").exists():
@@ -156,10 +216,7 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path}: no such recipe file{hint}")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory; give a recipe file such as recipes/summary.toml")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
+    data = _read_limited(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -168,13 +225,81 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
             f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the recipe as UTF-8"
         ) from exc
     try:
-        return tomllib.loads(text)
+        parsed = tomllib.loads(text)
+    except RecursionError:  # tomllib recurses per nesting level; keep the file's name in the error
+        raise UsageError(_too_deep(str(path))) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = re.search(r"\(at line (\d+), column (\d+)\)", message)
         where = f"{path}:{found.group(1)}:{found.group(2)}" if found else str(path)
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
         raise UsageError(f"{where}: TOML syntax error: {reason}") from exc
+    if nesting(parsed) > MAX_NESTING:  # validation, JSON and TOML output all recurse too
+        raise UsageError(_too_deep(str(path)))
+    return parsed
+
+
+def _broken_link(path: Path) -> str:
+    """Describe a symbolic link that leads nowhere: dangling, or a loop."""
+    try:
+        target = os.readlink(path)
+    except OSError:  # pragma: no cover - it was a link a moment ago
+        target = "?"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path}: symbolic link loop ({path} -> {target} -> ...); point it at a recipe file"
+    return f"{path}: broken symbolic link (points to {target}, which does not exist); fix or remove the link"
+
+
+def _read_limited(path: Path) -> bytes:
+    """The file's bytes, refusing devices, pipes and anything over MAX_RECIPE_BYTES before reading."""
+    limit = f"{MAX_RECIPE_BYTES // (1 << 20)} MiB"
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(
+                f"{path}: is not a regular file (a device, pipe or socket); "
+                "give a recipe file such as recipes/summary.toml"
+            )
+        if info.st_size > MAX_RECIPE_BYTES:
+            raise UsageError(f"{path}: is {info.st_size} bytes; a recipe is at most {limit}: is this the right file?")
+        try:
+            # At most one byte past the limit: a file that grows (or lies about its size) stops here.
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
+    if len(data) > MAX_RECIPE_BYTES:
+        raise UsageError(f"{path}: is over {limit}; a recipe is at most {limit}: is this the right file?")
+    return data
+
+
+def nesting(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (a scalar is 0); iterative, so any depth is safe."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: Any = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            break  # the answer is already "too deep"
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep(where: str) -> str:
+    return f"{where}: nested too deeply (tables or arrays over {MAX_NESTING} levels); a recipe needs only a few"
 
 
 # --------------------------------------------------------------------------- overrides
@@ -203,6 +328,8 @@ def parse_override(text: str) -> Override:
     raw = raw.strip()
     try:
         value = tomllib.loads(f"value = {raw}")["value"]
+    except RecursionError:
+        raise UsageError(_too_deep(f"override '{text}'")) from None
     except tomllib.TOMLDecodeError:
         if not re.fullmatch(r"[^\s\"'\[\]{}=,#]+", raw):
             raise UsageError(
@@ -210,6 +337,9 @@ def parse_override(text: str) -> Override:
                 "(key='a b'), write lists as [1, 2]"
             ) from None
         value = raw  # a bare word such as cpu, mlp or a path: taken as a string
+    # The key path and the value together bound how deep the override makes the recipe.
+    if len(path) + nesting(value) > MAX_NESTING:
+        raise UsageError(_too_deep(f"override '{text}'"))
     return Override(text, path, value)
 
 
@@ -444,6 +574,9 @@ def _train_settings(raw: Any, problems: _Problems) -> TrainSettings | None:
             value = err.get("input")
             if err["type"] == "extra_forbidden":
                 message = f"unknown setting{did_you_mean(key, fields)} (settings: {', '.join(fields)})"
+            elif err["type"] == "unsafe_run_name":
+                shown = format_value(value if len(value) <= 60 else value[:20] + "...")
+                message = f"{shown} {err['msg']}"
             else:
                 info = TrainSettings.model_fields.get(key)
                 description = f" ({info.description})" if info and info.description else ""

@@ -9,29 +9,38 @@ Layout of ``<output_dir>/<run_name>-<YYYYmmdd-HHMMSS>/``:
 - ``steps.csv``    the training loss of every step
 - ``checkpoint.pt`` the latest checkpoint (see :mod:`mlrun.checkpoint`), for ``mlrun resume``
 - ``metrics.png``  training vs test loss and test accuracy per epoch
+- ``.lock``        held (``flock``) by the process writing the folder; the kernel drops it
+  when that process dies, which is how ``mlrun runs`` tells a live run from a dead one
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import re
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from mlrun.errors import UsageError
-from mlrun.files import atomic_write, atomic_write_text, nearest_existing
+from mlrun.files import LockHeld, atomic_write, atomic_write_text, file_lock, nearest_existing
 
 RECIPE_FILE = "recipe.toml"
 STATUS_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 WEIGHTS_FILE = "model.pt"
 STEPS_FILE = "steps.csv"
+LOCK_FILE = ".lock"
+#: What atomic_write leaves behind when its process is killed mid-write.
+_STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 
 class RunFolder:
@@ -45,6 +54,13 @@ class RunFolder:
         """Make a new, uniquely named run folder under ``output_dir``."""
         output_dir = Path(output_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        # Validation refuses unsafe names; this holds even for a caller that skipped it.
+        probe = (output_dir / f"{run_name}-{stamp}").resolve()
+        if probe.parent != output_dir.resolve() or run_name.startswith("."):
+            raise UsageError(
+                f"run name {run_name!r} would put the run folder outside {output_dir}",
+                problems=["use letters, digits, '-', '_' and '.' (not first): train.run_name=NAME"],
+            )
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
             for attempt in range(1000):
@@ -63,15 +79,69 @@ class RunFolder:
         raise UsageError(f"cannot create a run folder in {output_dir}: too many runs this second")
 
     @staticmethod
+    def owner() -> dict[str, Any]:
+        """Who writes a run folder now, for run.json: pid and host."""
+        return {"pid": os.getpid(), "host": socket.gethostname()}
+
+    @staticmethod
     def check_writable(output_dir: str | Path) -> None:
         """Raise a UsageError now if run folders cannot be created under ``output_dir``."""
         folder = Path(output_dir)
         existing = nearest_existing(folder)
+        if existing.exists() and not existing.is_dir():
+            # A file in the way is not a permissions problem: say so, or chmod is the wrong fix.
+            where = f"output folder {folder}"
+            if existing != folder:
+                where += f" is not writable: {existing}"
+            raise UsageError(
+                f"{where} is a file, not a folder",
+                problems=["choose a folder for the runs: train.output_dir=DIR (or move the file away)"],
+            )
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise UsageError(
                 f"output folder {folder} is not writable ({existing} does not allow it)",
                 problems=["choose a writable folder: train.output_dir=DIR"],
             )
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this folder for writing; a second process is refused (nothing is written)."""
+        try:
+            with file_lock(self.path / LOCK_FILE, wait=False, what=f"run folder {self.path}"):
+                yield
+        except LockHeld as exc:
+            status = self.read_status() if (self.path / STATUS_FILE).is_file() else {}
+            who = f" (pid {status['pid']} on {status.get('host', '?')})" if "pid" in status else ""
+            raise UsageError(
+                f"{self.path} is being written by another mlrun process{who}",
+                problems=["wait for that run to finish, or stop it (Ctrl-C) and resume again"],
+            ) from exc
+
+    def writer_alive(self) -> bool | None:
+        """Whether a process holds this folder's lock: True, False, or None when unknown."""
+        import fcntl
+
+        try:
+            handle = os.open(self.path / LOCK_FILE, os.O_RDONLY)
+        except OSError:
+            return None  # never locked (a run from an older mlrun) or unreadable
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return exc.errno in (errno.EAGAIN, errno.EACCES) or None
+        finally:
+            os.close(handle)  # also releases the probe's own lock
+        return False
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temporary files left by a process killed while writing (call with the lock held)."""
+        removed = []
+        for child in self.path.iterdir():
+            if _STALE_TEMP.match(child.name) and child.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    child.unlink()
+                    removed.append(child)
+        return removed
 
     def write_recipe(self, resolved: Mapping[str, Any], header: str) -> None:
         """Save the resolved recipe as TOML, with a comment header."""

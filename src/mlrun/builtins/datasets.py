@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Le
 
 from mlrun import Dataset, hookimpl
 from mlrun.data import IdxDataset, read_split, resolve_root
@@ -135,7 +135,7 @@ class SyntheticImages(torch.utils.data.Dataset):
 def synthetic(
     *, train: bool, transform: Callable[[Any], Any] | None,
     size: Annotated[int, Gt(0)] = 2000, num_classes: Annotated[int, Ge(2)] = 10,
-    seed: int = 0,
+    seed: Annotated[int, Ge(0), Le(2**32 - 1)] = 0,
 ) -> torch.utils.data.Dataset:
     """Generated 28x28 images with learnable labels; no files needed (for smoke tests)."""
     split_seed = seed if train else seed + 1

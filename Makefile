@@ -1,6 +1,7 @@
 # mlrun — the two commands a new user needs:
 #   make run    set everything up, then train recipes/summary.toml
 #   make test   set everything up, then run the whole test suite
+#   make test-fast   the same, without the tests marked slow (trainings in subprocesses, torchrun, pip)
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,13 +11,16 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test setup data bench clean
+.PHONY: run test test-fast setup data bench clean
 
 run: setup data
 	$(BIN)/mlrun recipes/summary.toml
 
 test: setup data
 	$(BIN)/python -m pytest
+
+test-fast: setup data
+	$(BIN)/python -m pytest -m "not slow"
 
 setup: $(VENV)/.installed
 

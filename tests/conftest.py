@@ -6,14 +6,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+import mlrun
 
 sys.path.insert(0, str(Path(__file__).parent))
 from idx import write_dataset  # noqa: E402
 
+if TYPE_CHECKING:
+    from mlrun.registry import Registry
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
+
+#: Keyword arguments for engine.run / mlrun.train that keep a run silent: no log lines, no bar.
+QUIET: dict[str, Any] = {"echo": lambda line: None, "progress": False}
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +35,49 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLRUN_PLUGINS", raising=False)
     monkeypatch.delenv("MLRUN_STRICT_PLUGINS", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    """The built-in components only (never the developer's installed plugins), built once."""
+    return mlrun.default_registry(autoload=False)
+
+
+REAL_DATA_MISSING = (
+    "the real Fashion-MNIST is not installed: run `make test` (it installs Debian's "
+    "dataset-fashion-mnist), or `apt-get install dataset-fashion-mnist`"
+)
+
+
+def in_ci() -> bool:
+    """True under CI (which sets CI=true and installs the real data)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_real_fashion_mnist() -> Path:
+    """The installed Fashion-MNIST; when it is absent, skip the test (here) or fail it (in CI)."""
+    from mlrun import data
+    from mlrun.builtins.datasets import FASHION_MNIST
+
+    system = data.find_system_copy(FASHION_MNIST)
+    if system is not None:
+        return system
+    if in_ci():  # CI installs the data: a missing copy there is a broken set-up, not a skip
+        pytest.fail(f"{REAL_DATA_MISSING} (CI=true: real-data tests must run in CI)", pytrace=False)
+    pytest.skip(REAL_DATA_MISSING)
+
+
+@pytest.fixture
+def real_fashion_mnist() -> Path:
+    """The folder of the installed real Fashion-MNIST (see require_real_fashion_mnist)."""
+    return require_real_fashion_mnist()
+
+
+@pytest.fixture(autouse=True)
+def _real_data_available(request: pytest.FixtureRequest) -> None:
+    """Every test marked ``real_data`` needs the installed Fashion-MNIST: the check lives here, once."""
+    if request.node.get_closest_marker("real_data") is not None:
+        request.getfixturevalue("real_fashion_mnist")
 
 
 @pytest.fixture(scope="session")

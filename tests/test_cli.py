@@ -69,6 +69,17 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" in result.stderr and "no such recipe file" in result.stderr
 
 
+def test_debug_is_also_accepted_after_the_command(tmp_path: Path) -> None:
+    result = run_cli("check", str(tmp_path / "missing.toml"), "--debug")
+    assert result.returncode == 2 and "Traceback" in result.stderr and "no such recipe file" in result.stderr
+
+
+def test_list_of_an_unknown_kind_suggests_the_closest() -> None:
+    result = run_cli("list", "modl")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: unknown kind 'modl' — did you mean 'model'? (kinds: dataset, transform, model," in result.stderr
+
+
 def test_missing_data_is_explained(tmp_path: Path) -> None:
     result = run_cli(SUMMARY, "dataset.name=mnist", f"--data={tmp_path / 'nothing'}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr

@@ -21,7 +21,8 @@ import torch
 import mlrun.data
 from conftest import RECIPES, run_cli
 from idx import make_images, write_dataset, write_idx
-from mlrun.data import IdxDataset, has_files, read_split, resolve_root
+from mlrun.data import IdxDataset, has_files, resolve_root
+from mlrun.idx import read_split
 from mlrun.errors import UsageError
 
 SUMMARY = str(RECIPES / "summary.toml")

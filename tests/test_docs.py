@@ -1,4 +1,8 @@
-"""The docs are tested against the code: hook specs documented, CLI examples real."""
+"""The docs are tested against the code: hook specs documented, CLI examples real.
+
+Documented training commands are trained for real, on small generated data, and what
+they print is compared line by line with the documented run log, numbers masked.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+import mlrun
+from conftest import QUIET, RECIPES, REPO, SMALL_RECIPE, write_recipe
 from mlrun import hookspecs
-from mlrun.cli import _without_launch_options, main
+from mlrun.cli import main
 
 # writing-plugins.md's commands need its example package installed: tests/test_writing_plugins.py
 DOCS = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "writing-plugins.md")]
@@ -26,7 +31,9 @@ def shell_commands(path: Path) -> list[str]:
 
 def test_every_hook_spec_has_a_docstring_and_is_documented() -> None:
     architecture = (REPO / "docs" / "architecture.md").read_text()
-    assert len(SPECS) == 5
+    from mlrun.components import BUILTIN_KINDS
+
+    assert set(SPECS) == {cls.hook for cls in BUILTIN_KINDS} | {"register_kinds"}
     for name in SPECS:
         assert getattr(hookspecs, name).__doc__, name
         assert f"`{name}`" in architecture, f"{name} is missing from docs/architecture.md"
@@ -36,36 +43,100 @@ COMMANDS = [(path.name, command) for path in DOCS for command in shell_commands(
 RUN_PLACEHOLDER = "runs/summary-20261130-131159"  # the run folder the docs' examples name
 
 
+NOT_TRAINING = ("list", "check", "plugins", "resume", "predict", "evaluate", "runs", "new")
+
+
+def is_training(command: str) -> bool:
+    """`mlrun RECIPE ...` and `mlrun run RECIPE ...` train; the other subcommands do not."""
+    return shlex.split(command)[1] not in NOT_TRAINING
+
+
+def documented_run_log() -> list[str]:
+    """The README's run log of `make run` (= `mlrun recipes/summary.toml`): the block that starts with `training `."""
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", (REPO / "README.md").read_text(), flags=re.S | re.M)
+    (log,) = [body for lang, body in blocks if not lang and body.startswith("training ")]
+    return log.splitlines()
+
+
+def shape(line: str) -> str:
+    """A run-log line with what differs from run to run masked: folders, device, numbers."""
+    line = re.sub(r"(run folder: |metrics in )\S+", r"\1RUN_DIR", line)
+    line = re.sub(r" on (cpu|cuda(:\d+)?|mps),", " on DEVICE,", line)
+    return re.sub(r"\d+(\.\d+)?", "N", line)
+
+
+def general_shape(line: str) -> str:
+    """:func:`shape`, also masking the model, the dataset and the plural of "epochs"."""
+    line = re.sub(r"^training \w+ on \w+ ", "training MODEL on DATASET ", shape(line))
+    return re.sub(r"\bN epochs?\b", "N epochs", line)
+
+
+def collapsed(shapes: list[str]) -> list[str]:
+    """Runs of equal shapes (the epoch lines) as one."""
+    return [s for i, s in enumerate(shapes) if i == 0 or s != shapes[i - 1]]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, idx_root: Path) -> Path:
     """A finished one-epoch run on small generated data, standing in for the docs' run folder."""
-    from conftest import SMALL_RECIPE, write_recipe
-    from mlrun import engine
-    from mlrun.plugins import PluginSettings, load_plugins
-    from mlrun.recipe import load_recipe
-    from mlrun.registry import build_registry
-
     folder = tmp_path_factory.mktemp("docs-run")
     recipe_path = write_recipe(folder / "summary.toml", SMALL_RECIPE.format(root=idx_root))
-    registry = build_registry(load_plugins(PluginSettings(autoload=False)))
-    recipe = load_recipe(recipe_path, registry, ["train.epochs=1", f"train.output_dir={folder / 'runs'}"])
-    return engine.run(recipe, echo=lambda line: None, progress=False).folder.path
+    overrides = ["train.epochs=1", f"train.output_dir={folder / 'runs'}"]
+    return mlrun.train(recipe_path, overrides, registry=mlrun.default_registry(autoload=False), **QUIET).folder.path
 
 
-@pytest.mark.parametrize(("doc", "command"), COMMANDS, ids=[c for _, c in COMMANDS])
+def test_the_readme_run_log_is_what_a_run_prints(idx_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make run` (mlrun recipes/summary.toml), on the small generated Fashion-MNIST: same lines, same formats."""
+    assert main([str(RECIPES / "summary.toml"), "--data", str(idx_root)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    documented = documented_run_log()
+    assert len(documented) == 8 and printed[0].startswith("training classifier on fashion_mnist (600 train")
+    assert [shape(line) for line in printed] == [shape(line) for line in documented]
+    # the run folder is named as documented: runs/<recipe>-<timestamp>
+    assert re.fullmatch(r".*run folder: runs/summary-\d{8}-\d{6}", printed[0])
+
+
+TRAINING = [(doc, command) for doc, command in COMMANDS if is_training(command)]
+
+
+@pytest.mark.parametrize(
+    ("doc", "command"),
+    [pytest.param(doc, command, marks=[pytest.mark.slow] if "--nproc" in command else []) for doc, command in TRAINING],
+    ids=[c for _, c in TRAINING],
+)
+def test_documented_training_commands_train_and_print_the_documented_log(
+    doc: str, command: str, idx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Each training command in the docs trains for real (small data) and prints lines of the documented shapes."""
+    monkeypatch.chdir(REPO)  # the docs' recipe paths are relative to the repository root
+    args = shlex.split(command)[1:] + ["--data", str(idx_root), f"train.output_dir={tmp_path / 'runs'}"]
+    assert main(args) == 0, f"{doc}: `{command}` failed"
+    printed = [line for line in capfd.readouterr().out.splitlines() if line]
+    if "--nproc" in command:  # the one line a distributed run adds, documented in docs/distributed.md
+        (extra,) = [line for line in printed if line.startswith("distributed: ")]
+        assert re.fullmatch(r"distributed: 2 processes \(gloo\); batch size 64 per process, 128 in all", extra)
+        printed.remove(extra)
+    assert collapsed([general_shape(line) for line in printed]) == collapsed(
+        [general_shape(line) for line in documented_run_log()]
+    )
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+OTHERS = [(doc, command) for doc, command in COMMANDS if not is_training(command)]
+
+
+@pytest.mark.parametrize(("doc", "command"), OTHERS, ids=[c for _, c in OTHERS])
 def test_cli_examples_in_the_docs_are_real(
     doc: str, command: str, tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each documented command runs; training runs are checked (validated, not trained)."""
+    """Each documented command that does not train runs as written (the training ones: above)."""
     monkeypatch.chdir(REPO)
     args = shlex.split(command.replace(RUN_PLACEHOLDER, str(tiny_run)))[1:]
     if args[0] == "runs":
         args += ["--dir", str(tiny_run.parent)]
     elif args[0] == "new":
         args += ["--dir", str(tmp_path)]
-    elif args[0] not in ("list", "check", "plugins", "resume", "predict", "evaluate"):
-        # A documented run is validated, not trained; launch options do not apply to check.
-        args = ["check", *_without_launch_options([a for a in args if a != "run"])]
     assert main(args) == 0, f"{doc}: `{command}` failed"
 
 

@@ -10,20 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import RECIPES
-from mlrun import engine
+from conftest import QUIET, RECIPES
+from mlrun import build, engine, trainer
 from mlrun.errors import MlrunError, UsageError
-from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.builtins import datasets
 from mlrun.recipe import ComponentSpec, load_recipe
-from mlrun.registry import build_registry
-
-QUIET = {"echo": lambda line: None, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry(load_plugins(PluginSettings(autoload=False)))
 
 
 def test_training_learns_and_writes_the_run_folder(registry, small_recipe: Path) -> None:
@@ -44,7 +35,7 @@ def test_training_learns_and_writes_the_run_folder(registry, small_recipe: Path)
     status = json.loads((folder / "run.json").read_text())
     assert status["status"] == "completed" and status["versions"]["torch"] == torch.__version__
     state = torch.load(folder / "model.pt", weights_only=True)
-    assert set(state) == set(engine.build(recipe).model.state_dict())
+    assert set(state) == set(build.build(recipe).model.state_dict())
     # the saved recipe is the resolved one and runs again as-is
     again = load_recipe(folder / "recipe.toml", registry)
     assert again.to_dict() == recipe.to_dict()
@@ -63,7 +54,7 @@ def test_same_seed_gives_identical_weights(registry, small_recipe: Path) -> None
 def test_mnist_loader_reads_generated_idx_files(registry, tmp_path: Path, idx_root: Path) -> None:
     recipe = load_recipe(RECIPES / "summary.toml", registry,
                          ["dataset.name=mnist", f"dataset.root={idx_root}", "train.epochs=1"])  # fmt: skip
-    built = engine.build(recipe)
+    built = build.build(recipe)
     assert (len(built.train_set), len(built.test_set)) == (600, 200)
     image, label = built.train_set[0]
     assert image.shape == (1, 28, 28) and isinstance(label, int)
@@ -74,17 +65,17 @@ def test_random_transforms_apply_to_training_only(registry, idx_root: Path) -> N
     plain = load_recipe(RECIPES / "summary.toml", registry, [f"dataset.root={idx_root}"])
     flip = load_recipe(RECIPES / "summary.toml", registry, [f"dataset.root={idx_root}"])
     flip.transforms.insert(0, ComponentSpec(registry.get("transform", "random_horizontal_flip"), {"p": 1.0}))
-    plain_built, flip_built = engine.build(plain), engine.build(flip)
+    plain_built, flip_built = build.build(plain), build.build(flip)
     assert torch.equal(flip_built.train_set[0][0], plain_built.train_set[0][0].flip(-1))
     assert torch.equal(flip_built.test_set[0][0], plain_built.test_set[0][0])
 
 
 def test_evaluation_runs_without_gradients_in_eval_mode(registry, small_recipe: Path) -> None:
-    built = engine.build(load_recipe(small_recipe, registry))
+    built = build.build(load_recipe(small_recipe, registry))
     seen = []
     built.model.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
     loader = torch.utils.data.DataLoader(built.test_set, batch_size=100)
-    loss, accuracy = engine.evaluate(built.model, built.criterion, loader, built.device)
+    loss, accuracy = trainer.evaluate(built.model, built.criterion, loader, built.device)
     assert seen and all(mode == (False, False) for mode in seen)
     assert built.model.training  # back in training mode afterwards
     assert 0.0 <= accuracy <= 1.0 and loss > 0

@@ -17,21 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RECIPES, run_cli
-
+from conftest import QUIET, RECIPES, run_cli
 from mlrun import checkpoint, engine
-from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.recipe import load_recipe
-from mlrun.registry import build_registry
 from mlrun.runs import RunFolder
+from mlrun.stopping import NonFiniteLoss
 
-QUIET = {"echo": lambda line: None, "progress": False}
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=640", "train.batch_size=32"]
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry(load_plugins(PluginSettings(autoload=False)))
 
 
 def train(registry, *overrides: str) -> Path:
@@ -266,7 +258,7 @@ def test_a_nan_before_the_first_checkpoint_does_not_cite_one(registry, monkeypat
         return value
 
     monkeypatch.setattr(torch.nn.functional, "nll_loss", nan_at_step_3)
-    with pytest.raises(engine.NonFiniteLoss) as info:
+    with pytest.raises(NonFiniteLoss) as info:
         train(registry)
     rendered = info.value.render()
     assert "no checkpoint was written yet" in rendered and "checkpoint.pt" not in rendered

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import mlrun
 from conftest import RECIPES, run_cli
 from mlrun.errors import PluginError
 from mlrun.plugins import PluginSettings, load_plugins
@@ -52,9 +53,10 @@ def test_allow_list_matches_distribution_names_too(site: Path) -> None:
 def test_autoload_can_be_turned_off(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install_fake(site, "mlrun-fake-good", GOOD_MODEL.format(name="tiny"))
     monkeypatch.delenv("MLRUN_PLUGINS")
-    assert "tiny" in build_registry(load_plugins(PluginSettings.from_env())).names("model")
+    assert "tiny" in mlrun.default_registry().names("model")
     monkeypatch.setenv("MLRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert "tiny" not in build_registry(load_plugins(PluginSettings.from_env())).names("model")
+    assert "tiny" not in mlrun.default_registry().names("model")
+    assert "tiny" in mlrun.default_registry(autoload=True).names("model")  # the argument wins
 
 
 @pytest.mark.parametrize(

@@ -13,16 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SMALL_RECIPE, write_recipe
-from mlrun import engine, predict
+from conftest import QUIET, SMALL_RECIPE, write_recipe
+from mlrun import engine, evaluation, predict
 from mlrun.builtins.datasets import FASHION_MNIST_CLASSES
 from mlrun.errors import UsageError
-from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.recipe import load_recipe
-from mlrun.registry import build_registry
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-QUIET = {"echo": lambda line: None, "progress": False}
 
 #: One 1-epoch run per kind of model output; batch size 100 keeps each well under a second.
 VARIANTS = {
@@ -32,11 +29,6 @@ VARIANTS = {
     # A smaller learning rate leaves the model imperfect, so accuracy comparisons mean something.
     "imperfect": ["train.epochs=1", "train.batch_size=100", "optimizer.lr=0.001"],
 }
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry(load_plugins(PluginSettings(autoload=False)))
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +169,7 @@ def test_synthetic_dataset_without_class_names_uses_indices(registry, tmp_path: 
 def test_evaluate_agrees_with_the_run_and_writes_its_files(registry, trained, tmp_path: Path) -> None:
     run_dir = copy_run(trained("imperfect"), tmp_path)
     lines: list[str] = []
-    result = predict.evaluate(run_dir, registry=registry, echo=lines.append)
+    result = evaluation.evaluate(run_dir, registry=registry, echo=lines.append)
     final = list(csv.DictReader((run_dir / "metrics.csv").open()))[-1]
     assert 0.3 < result["test_accuracy"] < 1.0  # an imperfect model: the comparison below can fail
     assert round(result["test_accuracy"], 6) == float(final["test_accuracy"])
@@ -220,7 +212,7 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(registry, trained, tm
         assert message.startswith(f"refused to load {run_dir / 'model.pt'}: it is not a plain weights file")
         assert "weights_only=True" in message
         with pytest.raises(UsageError, match="refused"):
-            predict.evaluate(run_dir, registry=registry, echo=lambda line: None)
+            evaluation.evaluate(run_dir, registry=registry, echo=lambda line: None)
         assert not sentinel.exists()
     # The payload is live: unsafe loading would have run it (which is why mlrun never does).
     pickle.loads(pickle.dumps({"weight": Payload()}))
@@ -287,3 +279,22 @@ def test_load_image_gives_28x28_grayscale(tmp_path: Path) -> None:
     assert image.mode == "L" and image.size == (28, 28)
     with pytest.raises(UsageError, match="not a file"):
         predict.load_image(tmp_path)
+
+
+def test_predict_and_evaluate_never_load_the_training_loop() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, mlrun.predict, mlrun.evaluation; assert 'mlrun.trainer' not in sys.modules, 'trainer loaded'"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_run_trained_on_a_gpu_predicts_anywhere(registry, trained, tmp_path: Path) -> None:
+    run_dir = copy_run(trained("log_probs"), tmp_path)
+    recipe_file = run_dir / "recipe.toml"
+    text = recipe_file.read_text()
+    assert 'device = "auto"' in text
+    recipe_file.write_text(text.replace('device = "auto"', 'device = "cuda"'))
+    loaded = predict.load_run(run_dir, registry)
+    assert loaded.recipe.train.device == "cuda"  # the recipe as trained, not rewritten
+    assert loaded.device.type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,6 +1,8 @@
 """End to end on the real Fashion-MNIST (installed by `make test` from Debian's package).
 
-These tests do not skip when the data is missing: they fail, because CI must run them.
+When the data is missing they skip with the reason, except in CI (CI=true), where they
+fail: CI installs the data, so they must run there (tests/conftest.py decides, for every
+test marked ``real_data``).
 """
 
 from __future__ import annotations
@@ -11,20 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import RECIPES, run_cli
-from mlrun.builtins.datasets import FASHION_MNIST
-from mlrun.data import find_system_copy
 
-pytestmark = pytest.mark.real_data
-
-
-@pytest.fixture
-def real_fashion_mnist() -> Path:
-    system = find_system_copy(FASHION_MNIST)
-    assert system is not None, (
-        "the real Fashion-MNIST is not installed: run `make test` (it installs Debian's "
-        "dataset-fashion-mnist), or `apt-get install dataset-fashion-mnist`"
-    )
-    return system
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 
 def test_summary_recipe_trains_one_epoch_to_80_percent(real_fashion_mnist: Path, tmp_path: Path) -> None:

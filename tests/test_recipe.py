@@ -9,14 +9,8 @@ import tomli_w
 
 from conftest import RECIPES, write_recipe
 from mlrun.errors import UsageError
-from mlrun.plugins import PluginSettings, load_plugins
-from mlrun.recipe import load_recipe, parse_override
-from mlrun.registry import build_registry
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry(load_plugins(PluginSettings(autoload=False)))
+from mlrun.recipe import load_recipe
+from mlrun.recipe_file import parse_override
 
 
 def problems_of(path: Path, registry, overrides: tuple[str, ...] = ()) -> list[str]:

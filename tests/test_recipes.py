@@ -7,15 +7,12 @@ from pathlib import Path
 import pytest
 
 from conftest import RECIPES
-from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.recipe import load_recipe
-from mlrun.registry import build_registry
 
 BUILTIN_ONLY = sorted(p for p in RECIPES.glob("*.toml") if p.stem != "convnet")
 
 
-def test_there_is_a_recipe_per_notes_model() -> None:
-    registry = build_registry(load_plugins(PluginSettings(autoload=False)))
+def test_there_is_a_recipe_per_notes_model(registry) -> None:
     models = {load_recipe(p, registry).model.component.name for p in BUILTIN_ONLY}
     assert {"sequential", "sequential_log_softmax", "classifier", "network_alternative", "mlp"} <= models
 
@@ -26,7 +23,6 @@ def test_recipe_starts_with_its_run_command(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", BUILTIN_ONLY, ids=lambda p: p.name)
-def test_builtin_recipe_is_valid_without_warnings(path: Path) -> None:
-    registry = build_registry(load_plugins(PluginSettings(autoload=False)))
+def test_builtin_recipe_is_valid_without_warnings(registry, path: Path) -> None:
     recipe = load_recipe(path, registry)
     assert recipe.warnings == []

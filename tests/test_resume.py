@@ -16,20 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlrun import checkpoint, engine, files
+from conftest import QUIET
+from mlrun import checkpoint, engine, files, trainer
 from mlrun.errors import MlrunError, UsageError
-from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.recipe import ComponentSpec, load_recipe
-from mlrun.registry import build_registry
 from mlrun.runs import RunFolder
+from mlrun.stopping import NonFiniteLoss
 
-QUIET = {"echo": lambda line: None, "progress": False}
 LONG = ["train.epochs=40", "train.checkpoint_every_steps=7"]
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry(load_plugins(PluginSettings(autoload=False)))
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -58,7 +52,7 @@ def test_resume_after_an_epoch_is_bitwise_identical(registry, small_recipe: Path
     expected = reference(registry, small_recipe, tmp_path, overrides)
 
     calls = {"n": 0}
-    real_evaluate = engine.evaluate_sums
+    real_evaluate = trainer.evaluate_sums
 
     def dies_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -66,10 +60,10 @@ def test_resume_after_an_epoch_is_bitwise_identical(registry, small_recipe: Path
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate_sums", dies_in_second_epoch)
+    monkeypatch.setattr(trainer, "evaluate_sums", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         engine.run(load_recipe(small_recipe, registry, overrides), **QUIET)
-    monkeypatch.setattr(engine, "evaluate_sums", real_evaluate)
+    monkeypatch.setattr(trainer, "evaluate_sums", real_evaluate)
     (folder,) = Path("runs").iterdir()
     assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
     assert checkpoint.load(folder / "checkpoint.pt")["epoch"] == 2  # epoch 1 done
@@ -224,7 +218,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_a_finite_checkpoint(re
 
     entry = recipe.criterion.entry
     recipe.criterion = ComponentSpec(dataclasses.replace(entry, component=dataclasses.replace(entry.component, factory=nan_at_step_25)), {})
-    with pytest.raises(engine.NonFiniteLoss) as info:
+    with pytest.raises(NonFiniteLoss) as info:
         engine.run(recipe, **QUIET)
     assert info.value.exit_code == 1
     assert str(info.value).startswith("non-finite loss at epoch 2, step 6 (loss = nan)")  # 19 steps per epoch

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import QUIET
 from mlrun import engine, runlist
 from mlrun.errors import UsageError
-from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.recipe import load_recipe
-from mlrun.registry import build_registry
 
 METRICS_HEADER = "epoch,train_loss,test_loss,test_accuracy,seconds\n"
 
@@ -34,9 +33,8 @@ def make_run(
     return folder
 
 
-def test_a_real_run_is_listed(small_recipe: Path) -> None:
-    registry = build_registry(load_plugins(PluginSettings(autoload=False)))
-    result = engine.run(load_recipe(small_recipe, registry, ["train.epochs=1", "train.batch_size=100"]), echo=lambda line: None, progress=False)
+def test_a_real_run_is_listed(registry, small_recipe: Path) -> None:
+    result = engine.run(load_recipe(small_recipe, registry, ["train.epochs=1", "train.batch_size=100"]), **QUIET)
     [summary] = runlist.list_runs(Path("runs"))
     assert summary.name == result.folder.path.name and summary.status == "completed"
     assert summary.recipe == str(small_recipe)
@@ -123,3 +121,17 @@ def test_no_runs_and_bad_folders(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="not a folder"):
         runlist.list_runs(tmp_path / "file")
+
+
+def test_run_status_reads_old_partial_and_hand_edited_run_json() -> None:
+    from mlrun.runs import RunStatus
+
+    old = RunStatus.from_json('{"status": "completed", "recipe": "r.toml", "final": {"test_accuracy": 0.9}}')
+    assert (old.status, old.recipe, old.final, old.pid, old.resumed) == ("completed", "r.toml", {"test_accuracy": 0.9}, None, [])
+    odd = RunStatus.from_json('{"status": 3, "pid": true, "warnings": "x", "later_field": {"a": 1}}')
+    assert (odd.status, odd.pid, odd.warnings) == (None, None, [])  # wrong types read as unset
+    assert odd.to_dict() == {"later_field": {"a": 1}}  # unknown fields are kept and written back
+    assert RunStatus.from_json("[1, 2]") == RunStatus()
+    full = RunStatus(status="running", pid=7, host="h", versions={"torch": "2"}, resumed=["t"])
+    assert RunStatus.from_json(full.to_json()) == full
+    assert "error" not in full.to_dict() and "warnings" not in full.to_dict()

@@ -24,22 +24,17 @@ import torch
 from pydantic import AllowInfNan
 
 from conftest import RECIPES, run_cli, write_recipe
-from mlrun import Model, engine, predict
+from mlrun import Model, build, engine, predict
 from mlrun.cli import main
 from mlrun.errors import UsageError
 from mlrun.params import validate_params
-from mlrun.plugins import PluginSettings, load_plugins
-from mlrun.recipe import MAX_NESTING, load_recipe, run_name_from, safe_run_name
-from mlrun.registry import build_registry
+from mlrun.recipe import load_recipe
+from mlrun.recipe_file import MAX_NESTING
+from mlrun.settings import run_name_from, safe_run_name
 
 SUMMARY = str(RECIPES / "summary.toml")
 #: `S` of the issue: the Summary recipe on generated data (no download), one epoch.
 S = (SUMMARY, "dataset.name=synthetic", "train.epochs=1")
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry(load_plugins(PluginSettings(autoload=False)))
 
 
 def fails(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -264,9 +259,9 @@ def test_training_only_shape_misfit_fails_before_training(capsys, tmp_path: Path
 def test_probe_gives_back_every_random_number(registry, tmp_path: Path) -> None:
     path = write_recipe(tmp_path / "crop.toml", CROP_RECIPE.format(size=28))
     recipe = load_recipe(path, registry, ["transforms.0.padding=4"])
-    built = engine.build(recipe)
+    built = build.build(recipe)
     before = (torch.get_rng_state(), random.getstate(), numpy.random.get_state()[1].copy())
-    engine.probe(recipe, built)
+    build.probe(recipe, built)
     assert torch.equal(torch.get_rng_state(), before[0])
     assert random.getstate() == before[1]
     assert (numpy.random.get_state()[1] == before[2]).all()

@@ -10,14 +10,16 @@ batch version. Otherwise the DataLoader applies the per-sample transforms.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from mlrun.recipe import ComponentSpec, Recipe, memory_path_blocker, transforms_for
+from mlrun.components import Component
+from mlrun.errors import UsageError
+from mlrun.recipe import ComponentSpec, Recipe, transforms_for
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -116,7 +118,11 @@ class DataPlan:
 
 
 def plan(recipe: Recipe) -> DataPlan:
-    """Choose the data path from the recipe's components and ``train.data_path``."""
+    """Choose the data path from the recipe's components and ``train.data_path``.
+
+    The one place the choice is made (through :func:`mlrun.build.preflight`);
+    ``data_path = "memory"`` that the components cannot serve is a :class:`UsageError`.
+    """
     wanted = recipe.train.data_path
     if wanted == "loader":
         return DataPlan("loader", "train.data_path = \"loader\"")
@@ -124,6 +130,8 @@ def plan(recipe: Recipe) -> DataPlan:
     if blocker is None:
         why = "tensors in memory, transforms applied per batch"
         return DataPlan("memory", why if wanted == "auto" else f"train.data_path = \"memory\"; {why}")
+    if wanted == "memory":
+        raise UsageError(f"train.data_path: 'memory' is not possible: {blocker}; use \"auto\" or \"loader\"")
     return DataPlan("loader", blocker)
 
 
@@ -133,6 +141,16 @@ def memory_blocker(recipe: Recipe) -> str | None:
     if blocker is None and recipe.train.num_workers > 0 and recipe.train.data_path == "auto":
         return "train.num_workers > 0 asks for DataLoader workers"
     return blocker
+
+
+def memory_path_blocker(dataset: Component, transforms: Sequence[ComponentSpec]) -> str | None:
+    """Why the in-memory data path cannot serve these components, or None if it can."""
+    if getattr(dataset, "tensors", None) is None:
+        return f"dataset '{dataset.name}' does not provide in-memory tensors"
+    for spec in transforms:
+        if getattr(spec.component, "batch", None) is None:
+            return f"transform '{spec.component.name}' has no batch version"
+    return None
 
 
 def batch_pipeline(specs: list[ComponentSpec], *, train: bool) -> Callable[[torch.Tensor], torch.Tensor]:

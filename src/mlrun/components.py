@@ -1,9 +1,16 @@
-"""Component descriptors: what a plugin returns from its hooks.
+"""Component descriptors: what a plugin returns from its hooks, and the kinds they declare.
 
 A component is a named factory plus what mlrun needs to know about it before
 calling it: a one-line summary, and for models and criteria what they output and
 expect. The factory's type-annotated keyword parameters are the component's recipe
 parameters; see :mod:`mlrun.params`.
+
+Each descriptor class also declares its **kind**, once: the hook that returns its
+components, the recipe section that names them (one table, or a list of tables),
+whether a recipe must have that section, and the factory arguments the engine
+injects. The registry, recipe validation, ``mlrun list``/``plugins`` and the run log
+read these declarations instead of listing kinds by hand, so a plugin can add a
+kind of its own (see :func:`mlrun.hookspecs.register_kinds`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,14 @@ class Component:
 
     #: The component kind, as written in recipes and shown by ``mlrun list``.
     kind: ClassVar[str] = ""
+    #: The hook spec whose implementations return this kind's descriptors.
+    hook: ClassVar[str] = ""
+    #: The recipe section naming the chosen component(s): ``[model]``, ``[[transforms]]``.
+    section: ClassVar[str] = ""
+    #: True when the section is a list of components (``[[transforms]]``), not one table.
+    many: ClassVar[bool] = False
+    #: True when every recipe must have the section.
+    required: ClassVar[bool] = True
     #: Factory arguments the engine supplies itself; recipes never set them.
     injected: ClassVar[frozenset[str]] = frozenset()
 
@@ -67,6 +82,8 @@ class Dataset(Component):
     tensors: Callable[[Any], tuple[Any, Any]] | None = None
 
     kind: ClassVar[str] = "dataset"
+    hook: ClassVar[str] = "register_datasets"
+    section: ClassVar[str] = "dataset"
     injected: ClassVar[frozenset[str]] = frozenset({"train", "transform"})
 
 
@@ -89,6 +106,10 @@ class Transform(Component):
     batch: Callable[..., Callable[[Any], Any]] | None = None
 
     kind: ClassVar[str] = "transform"
+    hook: ClassVar[str] = "register_transforms"
+    section: ClassVar[str] = "transforms"
+    many: ClassVar[bool] = True
+    required: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +124,8 @@ class Model(Component):
     output: str = "logits"
 
     kind: ClassVar[str] = "model"
+    hook: ClassVar[str] = "register_models"
+    section: ClassVar[str] = "model"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -123,6 +146,8 @@ class Criterion(Component):
     expects: tuple[str, ...] = ("logits",)
 
     kind: ClassVar[str] = "criterion"
+    hook: ClassVar[str] = "register_criteria"
+    section: ClassVar[str] = "criterion"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -138,10 +163,33 @@ class Optimizer(Component):
     """An optimizer. Its factory gets ``params`` (the model's parameters) from the engine."""
 
     kind: ClassVar[str] = "optimizer"
+    hook: ClassVar[str] = "register_optimizers"
+    section: ClassVar[str] = "optimizer"
     injected: ClassVar[frozenset[str]] = frozenset({"params"})
 
 
-#: Every component kind, in the order of the classic recipe.
-KINDS: dict[str, type[Component]] = {
-    cls.kind: cls for cls in (Dataset, Transform, Model, Criterion, Optimizer)
-}
+#: The built-in kinds, in the order of the classic recipe. Plugins may declare more.
+BUILTIN_KINDS: tuple[type[Component], ...] = (Dataset, Transform, Model, Criterion, Optimizer)
+KINDS: dict[str, type[Component]] = {cls.kind: cls for cls in BUILTIN_KINDS}
+
+#: Recipe sections that no kind may claim.
+RESERVED_SECTIONS = frozenset({"train"})
+
+
+def kind_problem(cls: Any, known: Mapping[str, type[Component]]) -> str | None:
+    """What is wrong with a kind declaration (a descriptor class), or None when it is sound."""
+    if not (isinstance(cls, type) and issubclass(cls, Component)) or cls is Component:
+        return f"a kind must be a subclass of mlrun.Component, got {cls!r:.80}"
+    label = f"kind {cls.__name__}"
+    for attribute in ("kind", "hook", "section"):
+        value = getattr(cls, attribute)
+        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+            return f"{label}: {attribute} must be a lowercase name such as 'scheduler', got {value!r}"
+    if cls.kind in known and known[cls.kind] is not cls:
+        return f"{label}: kind '{cls.kind}' is already declared by {known[cls.kind].__qualname__}"
+    sections = {other.section: other for other in known.values() if other is not cls}
+    if cls.section in RESERVED_SECTIONS or cls.section in sections:
+        return f"{label}: recipe section [{cls.section}] is already taken"
+    if not isinstance(cls.injected, frozenset):
+        return f"{label}: injected must be a frozenset of argument names"
+    return None

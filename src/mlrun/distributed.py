@@ -188,7 +188,7 @@ def saved_world_size(run_dir: str | Path) -> int | None:
     """How many processes trained a run folder (None: one, or not a run folder)."""
     from mlrun.runs import RunFolder
 
-    found = RunFolder(Path(run_dir)).read_status().get("distributed", {}).get("world_size")
+    found = (RunFolder(Path(run_dir)).read_status().distributed or {}).get("world_size")
     return found if isinstance(found, int) else None
 
 

@@ -1,8 +1,13 @@
 """The hook specifications: the whole contract between mlrun and its plugins.
 
-Every hook returns a list of component descriptors (see :mod:`mlrun.components`);
-mlrun collects the lists of all plugins into one registry per kind. Built-in
-components are registered through exactly these hooks.
+Every ``register_<kind>`` hook returns a list of component descriptors (see
+:mod:`mlrun.components`); mlrun collects the lists of all plugins into one registry
+per kind. Built-in components are registered through exactly these hooks.
+
+A plugin may add a kind of its own: it declares the kind's hook spec with
+``@hookspec`` in its plugin module, a descriptor class naming that hook, and returns
+the class from :func:`register_kinds`. The kind then has a registry namespace, a
+recipe section, and a place in ``mlrun list`` like the built-in ones.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from mlrun.components import Criterion, Dataset, Model, Optimizer, Transform
+    from mlrun.components import Component, Criterion, Dataset, Model, Optimizer, Transform
 
 PROJECT_NAME = "mlrun"
 
@@ -65,4 +70,16 @@ def register_optimizers() -> list[Optimizer]:
 
     An optimizer factory receives ``params`` (the model's parameters) from the
     engine, plus its own recipe parameters, and returns a ``torch.optim.Optimizer``.
+    """
+
+
+@hookspec
+def register_kinds() -> list[type[Component]]:
+    """Return the new component kinds this plugin declares: descriptor classes.
+
+    Each class subclasses :class:`mlrun.Component` and sets the ClassVars ``kind``,
+    ``hook`` (a hook spec the same plugin module declares with ``@hookspec``),
+    ``section`` (its recipe section), ``many``, ``required`` and ``injected``.
+    A kind only adds components and a recipe section; what the engine does with
+    them is up to the plugin that uses them.
     """

@@ -13,39 +13,37 @@ Environment variables:
 - ``MLRUN_PLUGIN_IMPORT_TIMEOUT=60``: seconds a plugin's import (or one of its hooks) may take
   before it is abandoned and recorded as failed; ``0`` means no limit.
 
-A plugin's own code (its import, its register hooks) runs inside :func:`plugin_code`,
-which keeps what it does from taking mlrun down: ``sys.exit()`` and ``KeyboardInterrupt``
-raised by it, imports that hang, and output to stdout (which would corrupt ``--json``).
-Not containable: ``os._exit()``, crashes in C code, and C loops that never return to Python.
+A plugin's own code (its import, its register hooks) runs inside
+:func:`mlrun.plugin_guard.plugin_code`, which keeps it from taking mlrun down.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import signal
-import sys
-import threading
 import traceback
-from collections.abc import Iterator
+import types
 from dataclasses import dataclass, field
 from importlib import metadata
-from types import FrameType
 from typing import Any
 
 import pluggy
 
 from mlrun import hookspecs
-from mlrun.errors import PluginError, UsageError
+from mlrun.components import BUILTIN_KINDS, Component, kind_problem
+from mlrun.errors import PluginError, did_you_mean
+from mlrun.params import SignatureError, parameters
+from mlrun.plugin_guard import (
+    DEFAULT_TIMEOUT_S,
+    PluginCodeFailed,
+    import_timeout,
+    plugin_code,
+)
 
 ENTRY_POINT_GROUP = "mlrun"
 DISABLE_AUTOLOAD_ENV = "MLRUN_DISABLE_PLUGIN_AUTOLOAD"
 ALLOW_LIST_ENV = "MLRUN_PLUGINS"
 STRICT_ENV = "MLRUN_STRICT_PLUGINS"
-TIMEOUT_ENV = "MLRUN_PLUGIN_IMPORT_TIMEOUT"
-DEFAULT_TIMEOUT_S = 60.0
-SLOW_NOTICE_S = 5.0  # when a plugin's code is reported as slow, before the limit stops it
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "mlrun.builtins.datasets",
@@ -124,6 +122,10 @@ class PluginSet:
     infos: dict[str, PluginInfo]
     strict: bool = False
     timeout: float = DEFAULT_TIMEOUT_S
+    #: Every component kind, built-in ones first, then those plugins declared.
+    kinds: dict[str, type[Component]] = field(default_factory=lambda: {c.kind: c for c in BUILTIN_KINDS})
+    #: The plugin that declared each kind that is not built in.
+    kind_plugins: dict[str, PluginInfo] = field(default_factory=dict)
 
     def failed(self) -> list[PluginInfo]:
         """The plugins that failed, in load order."""
@@ -164,6 +166,8 @@ def load_plugins(settings: PluginSettings | None = None) -> PluginSet:
                 version=dist.version if dist is not None else None,
             )
             _register(plugins, info, entry_point.load)
+    _declare_kinds(plugins)
+    _check_pending(plugins)
     if plugins.strict:
         raise_if_failed(plugins)
     return plugins
@@ -190,12 +194,9 @@ def _register(plugins: PluginSet, info: PluginInfo, load: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - any import failure is reported, by name
         info.fail(f"failed to import: {type(exc).__name__}: {exc}", traceback.format_exc())
         return
-    unknown = _unknown_hooks(plugin)
-    if unknown:
-        known = ", ".join(sorted(_spec_names()))
-        info.fail(f"unknown hook(s) {', '.join(unknown)}; the hooks are: {known}")
-        return
     try:
+        if _declares_hookspecs(plugin):  # the hook of a kind this plugin adds
+            plugins.manager.add_hookspecs(plugin)
         plugins.manager.register(plugin, name=info.name)
     except (pluggy.PluginValidationError, ValueError) as exc:
         info.fail(f"invalid hook implementation: {exc}", traceback.format_exc())
@@ -205,216 +206,111 @@ def _register(plugins: PluginSet, info: PluginInfo, load: Any) -> None:
     )
 
 
-class PluginCodeFailed(Exception):
-    """A plugin's code did something mlrun contains instead of obeying: exit, interrupt, hang."""
-
-    def __init__(self, reason: str, details: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.details = reason, details
+def _declares_hookspecs(plugin: Any) -> bool:
+    marker = f"{hookspecs.PROJECT_NAME}_spec"
+    return any(getattr(getattr(plugin, n, None), marker, None) is not None for n in dir(plugin))
 
 
-class _TimeLimit(BaseException):
-    """Raised into a plugin's code by SIGALRM; a BaseException so ``except Exception`` misses it."""
+def _check_pending(plugins: PluginSet) -> None:
+    """Fail each plugin implementing a hook that no spec declares (a misspelled hook never runs).
 
-
-def import_timeout() -> float:
-    """The time limit for a plugin's code, from MLRUN_PLUGIN_IMPORT_TIMEOUT; 0 means none."""
-    text = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT_S
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 1e6:  # also rejects nan and inf, which the timer cannot take
-        raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds (0: no limit), got '{text}'")
-    return seconds
-
-
-@contextlib.contextmanager
-def plugin_code(
-    info: PluginInfo, hook: str | None = None, *, limit: float = DEFAULT_TIMEOUT_S
-) -> Iterator[None]:
-    """Run a plugin's import (``hook=None``) or one of its hooks so that it cannot take mlrun down.
-
-    Its stdout goes to stderr; after a few seconds it is reported as slow and after
-    ``limit`` seconds (0: never) it is stopped; ``sys.exit()``, a ``KeyboardInterrupt``
-    it raises itself and the time limit become :class:`PluginCodeFailed`. A real Ctrl-C
-    still stops mlrun.
-    Built-ins run as they are: they are mlrun's own code (a slow torch import is no hang).
+    pluggy's own ``check_pending()`` finds them once every plugin, and so every
+    plugin-declared hook spec, is registered; it stops at the first, so it is asked
+    again after each offending plugin is set aside.
     """
-    if info.builtin:
-        yield
-        return
-    during = "while being imported" if hook is None else f"in {hook}()"
-    subject = "import" if hook is None else f"{hook}()"
-    activity = f"{'loading' if hook is None else f'calling {hook}() of'} plugin '{info.name}' ({info.label})"
-    with _stdout_to_stderr(), _ctrl_c_watch() as ctrl_c, _time_limit(activity, limit) as timer:
+    manager = plugins.manager
+    while True:
         try:
-            yield
-        except SystemExit as exc:
-            code = "" if exc.code is None else repr(exc.code)
-            raise PluginCodeFailed(f"called sys.exit({code}) {during}", traceback.format_exc()) from None
-        except KeyboardInterrupt:
-            # A real Ctrl-C and a KeyboardInterrupt raised by the plugin's code look the same,
-            # except that only the former passes through the SIGINT handler: _ctrl_c_watch
-            # notes it. A noted one stops mlrun (the user may be escaping a hanging import);
-            # any other is the plugin's own doing and fails only that plugin.
-            if ctrl_c.pressed:
+            manager.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = manager.get_name(exc.plugin)
+            unknown = sorted(
+                caller.name for caller in manager.get_hookcallers(exc.plugin) or [] if not caller.has_spec()
+            )
+            known = sorted(n for n in vars(manager.hook) if not n.startswith("_") and getattr(manager.hook, n).has_spec())
+            hints = "".join(did_you_mean(u, known) for u in unknown)
+            manager.unregister(exc.plugin)
+            info = plugins.infos.get(name or "")
+            if info is None:  # pragma: no cover - every plugin mlrun registers has an info
                 raise
-            raise PluginCodeFailed(
-                f"raised KeyboardInterrupt {during} (not a Ctrl-C: the plugin's own code raised it)",
-                traceback.format_exc(),
-            ) from None
-        except _TimeLimit:
-            raise PluginCodeFailed(
-                f"{subject} did not finish in {limit:g} s (the limit is set by {TIMEOUT_ENV})",
-                traceback.format_exc(),
-            ) from None
-        finally:
-            timer.active = False  # first thing: a late alarm must not hit mlrun's own cleanup
+            info.hooks = []
+            info.fail(f"unknown hook(s) {', '.join(unknown)}{hints}; the hooks are: {', '.join(known)}")
 
 
-@dataclass
-class _CtrlC:
-    pressed: bool = False
+def call_hook(impl: Any, info: PluginInfo, kind: type[Component] | None, limit: float) -> list[Any]:
+    """Call one plugin's hook, contained; ``kind`` is what its list must hold (None: kind classes).
 
-
-@contextlib.contextmanager
-def _ctrl_c_watch() -> Iterator[_CtrlC]:
-    """Wrap the SIGINT handler (main thread only) so that a real Ctrl-C can be told apart.
-
-    Elsewhere a real Ctrl-C cannot raise KeyboardInterrupt: signals reach only the main
-    thread, and without a Python handler there is no KeyboardInterrupt at all.
+    A failure marks the plugin failed (with the reason) and gives an empty list.
     """
-    state = _CtrlC()
-    previous = signal.getsignal(signal.SIGINT) if _in_main_thread() else None
-    if not callable(previous):
-        yield state
-        return
-
-    def noting(signum: int, frame: FrameType | None) -> Any:
-        state.pressed = True
-        return previous(signum, frame)
-
-    signal.signal(signal.SIGINT, noting)
+    hook_name = kind.hook if kind is not None else "register_kinds"
+    expected = kind if kind is not None else type
     try:
-        yield state
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        with plugin_code(info, hook=hook_name, limit=limit):  # no exit, hang or stray stdout from a hook
+            result = impl.function()  # type: ignore[attr-defined]
+    except PluginCodeFailed as exc:
+        info.fail(exc.reason, exc.details)
+        return []
+    except Exception as exc:  # noqa: BLE001 - reported as a failed plugin
+        info.fail(f"{hook_name}() raised {type(exc).__name__}: {exc}", traceback.format_exc())
+        return []
+    if result is None:
+        return []
+    if not isinstance(result, (list, tuple)):
+        info.fail(f"{hook_name}() must return a list of {expected.__name__}, got {type(result).__name__}")
+        return []
+    for item in result:
+        if kind is None:
+            continue  # kind classes are checked by _declare_plugin_kinds
+        if not isinstance(item, expected):
+            info.fail(
+                f"{hook_name}() must return {expected.__name__} descriptors, got {item!r:.80}"
+            )
+            return []
+        try:
+            parameters(item)
+        except SignatureError as exc:
+            info.fail(str(exc))
+            return []
+    return list(result)
 
 
-@dataclass
-class _Timer:
-    activity: str
-    limit: float
-    active: bool = True
-    noticed: bool = False
+def _declare_kinds(plugins: PluginSet) -> None:
+    """Add the kinds plugins return from ``register_kinds``, each checked, with its hook spec.
 
-    def on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        if not self.active:
-            return
-        if not self.noticed:
-            self.noticed = True
-            limit = f" (stopped after {self.limit:g} s; {TIMEOUT_ENV} sets the limit)" if self.limit else ""
-            try:
-                print(f"{self.activity} is taking long…{limit}", file=sys.stderr, flush=True)
-            except (OSError, RuntimeError, ValueError):
-                pass  # stderr gone, or busy with the plugin's own output: the notice is optional
-            if self.limit:
-                signal.setitimer(signal.ITIMER_REAL, max(self.limit - _notice_after(self.limit), 0.001))
-            return
-        # Again soon, should the plugin's code swallow this one with a bare except.
-        signal.setitimer(signal.ITIMER_REAL, 0.5)
-        raise _TimeLimit
-
-
-def _notice_after(limit: float) -> float:
-    return min(SLOW_NOTICE_S, limit / 2) if limit else SLOW_NOTICE_S
-
-
-@contextlib.contextmanager
-def _time_limit(activity: str, limit: float) -> Iterator[_Timer]:
-    """Report slow code and stop it after ``limit`` seconds, via SIGALRM.
-
-    Only possible in the main thread, and only where SIGALRM is not in use already
-    (an armed timer, or a handler set from C): elsewhere the code runs without a limit.
+    The hook spec is generated from the declaration (a hook taking nothing and returning
+    a list of the kind's descriptors), so a plugin author writes no pluggy spec of their own.
     """
-    timer = _Timer(activity, limit)
-    usable = hasattr(signal, "setitimer") and _in_main_thread()
-    previous = signal.getsignal(signal.SIGALRM) if usable else None
-    if previous is None or signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0):
-        yield timer
-        return
-    signal.signal(signal.SIGALRM, timer.on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, _notice_after(limit))
-    try:
-        yield timer
-    finally:
-        timer.active = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    manager = plugins.manager
+    for impl in reversed(manager.hook.register_kinds.get_hookimpls()):
+        info = plugins.infos[impl.plugin_name]
+        if not info.ok:
+            continue
+        declared = call_hook(impl, info, None, plugins.timeout)
+        known = dict(plugins.kinds)
+        problems = []
+        for cls in declared:
+            problem = kind_problem(cls, known)
+            if problem is None:
+                known[cls.kind] = cls
+            else:
+                problems.append(problem)
+        if problems:
+            info.fail(f"register_kinds(): {problems[0]}")
+            continue
+        for cls in declared:
+            plugins.kinds[cls.kind] = cls
+            plugins.kind_plugins[cls.kind] = info
+            if not getattr(manager.hook, cls.hook, None) or not getattr(manager.hook, cls.hook).has_spec():
+                manager.add_hookspecs(_spec_for(cls))
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+def _spec_for(kind: type[Component]) -> types.SimpleNamespace:
+    """A namespace holding the generated hook spec of a plugin-declared kind."""
 
+    def spec() -> list[Component]:
+        return []
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send a plugin's output to stderr, so it never mixes with mlrun's (machine-readable) stdout.
-
-    Python-level prints through sys.stdout; output from C code (printf, os.write(1, ...))
-    through file descriptor 1, which points at stderr meanwhile.
-    """
-    _flush(sys.stdout)
-    saved = _redirect_fd(1, to=2)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        _flush(sys.stderr)
-        if saved is not None:
-            _flush(sys.__stdout__)  # a plugin that wrote to sys.__stdout__ directly
-            _flush_c_streams()  # printf's buffer would otherwise reach stdout at exit
-            os.dup2(saved, 1)
-            os.close(saved)
-
-
-def _redirect_fd(fd: int, *, to: int) -> int | None:
-    """Point ``fd`` at ``to``; returns a copy of the old ``fd`` to restore, or None if impossible."""
-    try:
-        saved = os.dup(fd)
-    except OSError:
-        return None
-    try:
-        os.dup2(to, fd)
-    except OSError:
-        os.close(saved)
-        return None
-    return saved
-
-
-def _flush(stream: Any) -> None:
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        stream.flush()
-
-
-def _flush_c_streams() -> None:
-    if os.name != "posix":
-        return
-    with contextlib.suppress(ImportError, OSError, AttributeError, TypeError):
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-
-
-def _spec_names() -> set[str]:
-    return {name for name in dir(hookspecs) if name.startswith("register_")}
-
-
-def _unknown_hooks(plugin: Any) -> list[str]:
-    """Names marked ``@hookimpl`` that match no hook spec (a misspelled hook never runs)."""
-    marker = f"{hookspecs.PROJECT_NAME}_impl"
-    names = [n for n in dir(plugin) if getattr(getattr(plugin, n, None), marker, None) is not None]
-    return sorted(set(names) - _spec_names())
+    spec.__name__ = spec.__qualname__ = kind.hook
+    spec.__doc__ = f"Return the {kind.kind} components ({kind.__name__} descriptors) this plugin provides."
+    return types.SimpleNamespace(**{kind.hook: hookspecs.hookspec(spec)})

@@ -9,7 +9,7 @@ never loaded unsafely, since unpickling can run any code the file's author chose
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
+from mlrun.build import build_component, compose, select_device
 from mlrun.checkpoint import load_weights_only
-from mlrun.engine import build_component, compose
 from mlrun.errors import UsageError
-from mlrun.recipe import Recipe, read_recipe_file, validate_recipe
+from mlrun.recipe import Recipe, load_recipe
 from mlrun.registry import Registry
-from mlrun.files import atomic_write_text
-from mlrun.runs import RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE
+from mlrun.runs import RECIPE_FILE, WEIGHTS_FILE, RunFolder
 
 Echo = Callable[[str], None]
 
@@ -35,8 +33,6 @@ IMAGE_SIZE = (28, 28)
 #: Largest image (in pixels) decoded: bigger ones would take gigabytes just to shrink to 28x28.
 MAX_IMAGE_PIXELS = 8192 * 8192
 PREDICTIONS_FOLDER = "predictions"
-CONFUSION_MATRIX_FILE = "confusion_matrix.png"
-EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass
@@ -75,21 +71,11 @@ def class_names_for(declared: Sequence[str], count: int) -> list[str]:
     return [declared[i] if i < len(declared) else str(i) for i in range(count)]
 
 
-def _device(recipe: Recipe) -> torch.device:
-    # Like the engine's "auto", but a run trained on a GPU stays usable on a machine without one.
-    if recipe.train.device != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _missing_weights_message(run_dir: Path, weights: Path) -> str:
-    status = ""
-    try:
-        found = json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8")).get("status")
-        if isinstance(found, str):
-            status = f" (run.json says: {found})"
-    except (OSError, ValueError, AttributeError):
-        pass  # the status is only a hint here; the missing weights are the error
+    found = None
+    with contextlib.suppress(UsageError):  # the status is only a hint here; the missing weights are the error
+        found = RunFolder(run_dir).read_status().status
+    status = f" (run.json says: {found})" if found else ""
     return f"{weights} not found: the run did not finish{status}; resume it or pick another run"
 
 
@@ -120,7 +106,7 @@ def load_run(run_dir: Path, registry: Registry) -> LoadedRun:
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise UsageError(_missing_weights_message(run_dir, weights))
-    recipe = _load_run_recipe(recipe_path, registry)
+    recipe = load_recipe(recipe_path, registry)
     state = load_weights(weights)
     model = build_component(recipe.model)
     try:
@@ -131,7 +117,8 @@ def load_run(run_dir: Path, registry: Registry) -> LoadedRun:
             f"{str(exc).strip().splitlines()[0]}",
             problems=["the weights and the recipe come from different runs, or the model plugin changed"],
         ) from exc
-    device = _device(recipe)
+    # The training's device when it is here; a run trained on a GPU still predicts on the CPU.
+    device = select_device(recipe.train.device, cpu_fallback=True)
     model.to(device).eval()
     return LoadedRun(
         run_dir=run_dir,
@@ -141,17 +128,6 @@ def load_run(run_dir: Path, registry: Registry) -> LoadedRun:
         output_kind=recipe.model.component.output_kind(recipe.model.params),  # type: ignore[attr-defined]
         device=device,
     )
-
-
-def _load_run_recipe(recipe_path: Path, registry: Registry) -> Recipe:
-    """The run's resolved recipe; a run trained with device = "cuda" still loads without a GPU."""
-    data = read_recipe_file(recipe_path)
-    train = data.get("train")
-    if isinstance(train, dict) and train.get("device") == "cuda" and not torch.cuda.is_available():
-        # Validation refuses "cuda" without a GPU, which is right for training but would
-        # make a GPU-trained run unusable here; predicting on the CPU is fine.
-        train["device"] = "auto"
-    return validate_recipe(data, registry, path=recipe_path)
 
 
 def probabilities(output: torch.Tensor, output_kind: str) -> torch.Tensor:
@@ -205,7 +181,7 @@ def _too_large(path: Path, width: int | None, height: int | None, pixels: str = 
     )
 
 
-def _test_set(loaded: LoadedRun) -> Any:
+def test_split(loaded: LoadedRun) -> Any:
     """Only the test split, with the recipe's evaluation transforms (no augmentation)."""
     recipe = loaded.recipe
     return build_component(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
@@ -258,7 +234,7 @@ def predict(
         sample = transform(image) if transform is not None else image
         samples.append((str(path), path.stem, _as_input(sample, str(path)), None))
     if indices:
-        test_set = _test_set(loaded)
+        test_set = test_split(loaded)
         size = len(test_set)
         name = loaded.recipe.dataset.component.name
         for index in indices:
@@ -299,85 +275,3 @@ def predict(
                 echo(f"  {rank}. {class_name.ljust(width)}  {value:.4f}")
             echo(f"  -> {png}")
     return results
-
-
-def evaluate(run_dir: Path, *, registry: Registry, echo: Echo = print) -> dict[str, Any]:
-    """Test loss, accuracy, per-class accuracy and confusion matrix of a finished run.
-
-    Writes ``confusion_matrix.png`` and ``evaluation.json`` into the run folder. Uses
-    the recipe's test split, evaluation transforms, criterion and
-    ``train.eval_batch_size``, so the accuracy is the one training reported last.
-    """
-    from mlrun import plots
-
-    loaded = load_run(Path(run_dir), registry)
-    recipe = loaded.recipe
-    test_set = _test_set(loaded)
-    if len(test_set) == 0:
-        raise UsageError(f"dataset '{recipe.dataset.component.name}' has an empty test split: nothing to evaluate")
-    criterion = build_component(recipe.criterion)
-    if isinstance(criterion, torch.nn.Module):
-        criterion = criterion.to(loaded.device)
-    # A plain DataLoader over the per-sample transforms: the reference definition of the
-    # recipe's evaluation data (the engine's in-memory path is checked to give the same).
-    loader = DataLoader(
-        test_set, batch_size=recipe.train.eval_batch_size, shuffle=False,
-        num_workers=recipe.train.num_workers,
-    )  # fmt: skip
-
-    total_loss = torch.zeros((), dtype=torch.float64)
-    labels_seen: list[torch.Tensor] = []
-    predicted: list[torch.Tensor] = []
-    num_outputs = 0
-    loaded.model.eval()
-    with torch.no_grad():
-        for inputs, labels in loader:
-            inputs, labels = inputs.to(loaded.device), labels.to(loaded.device)
-            output = loaded.model(inputs)
-            # The criterion gives the batch mean; weighting by batch size gives the sample mean.
-            total_loss += float(criterion(output, labels)) * len(labels)
-            num_outputs = output.shape[-1]
-            labels_seen.append(labels.to("cpu", torch.long))
-            predicted.append(output.argmax(dim=-1).to("cpu"))
-    truth, guess = torch.cat(labels_seen), torch.cat(predicted)
-    count = len(truth)
-    num_classes = max(num_outputs, int(truth.max()) + 1)
-    # Row = true class, column = predicted class.
-    matrix = torch.bincount(truth * num_classes + guess, minlength=num_classes**2).reshape(num_classes, num_classes)
-    names = loaded.names_for(num_classes)
-    per_class_samples = matrix.sum(dim=1)
-    per_class = [
-        {
-            "class": i,
-            "name": names[i],
-            "samples": int(per_class_samples[i]),
-            # A class absent from the test split has no accuracy (JSON cannot hold NaN).
-            "accuracy": float(matrix[i, i]) / int(per_class_samples[i]) if per_class_samples[i] else None,
-        }
-        for i in range(num_classes)
-    ]
-    correct = int(matrix.diagonal().sum())
-    run_dir = loaded.run_dir
-    result: dict[str, Any] = {
-        "run": str(run_dir),
-        "samples": count,
-        "test_loss": float(total_loss) / count,
-        "test_accuracy": correct / count,
-        "per_class": per_class,
-        "confusion_matrix": matrix.tolist(),
-        "class_names": names,
-        "confusion_matrix_png": str(run_dir / CONFUSION_MATRIX_FILE),
-    }
-    plots.plot_confusion_matrix(matrix, names, run_dir / CONFUSION_MATRIX_FILE)
-    atomic_write_text(run_dir / EVALUATION_FILE, json.dumps(result, indent=2) + "\n")
-
-    echo(
-        f"{run_dir}: test_loss {result['test_loss']:.4f}  test_accuracy {result['test_accuracy']:.4f}  "
-        f"({count} test samples)"
-    )
-    width = max(len(n) for n in names)
-    for row in per_class:
-        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-        echo(f"  {row['name'].ljust(width)}  {accuracy}  ({row['samples']} samples)")
-    echo(f"wrote {run_dir / CONFUSION_MATRIX_FILE} and {run_dir / EVALUATION_FILE}")
-    return result

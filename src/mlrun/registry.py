@@ -1,31 +1,18 @@
-"""The registry: one namespace per component kind, filled from the plugins' hooks."""
+"""The registry: one namespace per component kind, filled from the plugins' hooks.
+
+The kinds are data: the built-in descriptor classes (:data:`mlrun.components.BUILTIN_KINDS`)
+plus those plugins declare through ``register_kinds``. Each kind names the hook that
+fills its namespace.
+"""
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from mlrun.components import KINDS, Component
+from mlrun.components import Component
 from mlrun.errors import PluginError, did_you_mean
-from mlrun.params import SignatureError, parameters
-from mlrun.plugins import (
-    PluginCodeFailed,
-    PluginInfo,
-    PluginSet,
-    load_plugins,
-    plugin_code,
-    raise_if_failed,
-)
-
-#: The hook that fills each kind's namespace.
-HOOKS: dict[str, str] = {
-    "dataset": "register_datasets",
-    "transform": "register_transforms",
-    "model": "register_models",
-    "criterion": "register_criteria",
-    "optimizer": "register_optimizers",
-}
+from mlrun.plugins import PluginInfo, PluginSet, call_hook, load_plugins, raise_if_failed
 
 
 @dataclass(frozen=True)
@@ -45,6 +32,10 @@ class Registry:
     """Every registered component, by kind and name."""
 
     plugins: PluginSet
+    #: Every kind, built-in ones first, by kind name: the descriptor class declaring it.
+    kinds: dict[str, type[Component]] = field(default_factory=dict)
+    #: Which plugin declared each kind that is not built in.
+    kind_plugins: dict[str, PluginInfo] = field(default_factory=dict)
     entries: dict[str, dict[str, Entry]] = field(default_factory=dict)
     conflicts: dict[tuple[str, str], list[Entry]] = field(default_factory=dict)
 
@@ -75,8 +66,8 @@ class Registry:
         return sorted(self.entries.get(kind, {}))
 
     def __iter__(self) -> Iterator[Entry]:
-        """Every entry, kind by kind in the classic recipe's order, names sorted."""
-        for kind in KINDS:
+        """Every entry, kind by kind in declaration order (the classic recipe's first), names sorted."""
+        for kind in self.kinds:
             for name in self.names(kind):
                 yield self.entries[kind][name]
 
@@ -103,16 +94,17 @@ def _failed_note(failed: list[PluginInfo]) -> str:
 def build_registry(plugins: PluginSet | None = None) -> Registry:
     """Call every plugin's hooks and collect the components they return."""
     plugins = plugins or load_plugins()
-    registry = Registry(plugins, {kind: {} for kind in KINDS})
+    registry = Registry(plugins, dict(plugins.kinds), dict(plugins.kind_plugins))
+    registry.entries = {kind: {} for kind in registry.kinds}
     by_name: dict[tuple[str, str], list[Entry]] = {}
-    for kind, hook_name in HOOKS.items():
-        hook = getattr(plugins.manager.hook, hook_name)
+    for kind, cls in registry.kinds.items():
+        hook = getattr(plugins.manager.hook, cls.hook)
         # Each implementation is called on its own so one broken plugin cannot hide the rest.
         for impl in reversed(hook.get_hookimpls()):  # registration order
             info = plugins.infos[impl.plugin_name]
             if not info.ok:
                 continue
-            components = _call(impl, info, kind, hook_name, plugins.timeout)
+            components = call_hook(impl, info, cls, plugins.timeout)
             for component in components:
                 by_name.setdefault((kind, component.name), []).append(Entry(component, info))
     for (kind, name), found in by_name.items():
@@ -129,33 +121,3 @@ def build_registry(plugins: PluginSet | None = None) -> Registry:
             except LookupProblem as exc:
                 raise PluginError(str(exc)) from exc
     return registry
-
-
-def _call(impl: object, info: PluginInfo, kind: str, hook_name: str, limit: float) -> list[Component]:
-    expected = KINDS[kind]
-    try:
-        with plugin_code(info, hook=hook_name, limit=limit):  # no exit, hang or stray stdout from a hook
-            result = impl.function()  # type: ignore[attr-defined]
-    except PluginCodeFailed as exc:
-        info.fail(exc.reason, exc.details)
-        return []
-    except Exception as exc:  # noqa: BLE001 - reported as a failed plugin
-        info.fail(f"{hook_name}() raised {type(exc).__name__}: {exc}", traceback.format_exc())
-        return []
-    if result is None:
-        return []
-    if not isinstance(result, (list, tuple)):
-        info.fail(f"{hook_name}() must return a list of {expected.__name__}, got {type(result).__name__}")
-        return []
-    for item in result:
-        if not isinstance(item, expected):
-            info.fail(
-                f"{hook_name}() must return {expected.__name__} descriptors, got {item!r:.80}"
-            )
-            return []
-        try:
-            parameters(item)
-        except SignatureError as exc:
-            info.fail(str(exc))
-            return []
-    return list(result)

@@ -14,10 +14,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mlrun.errors import UsageError
-from mlrun.runs import METRICS_FILE, RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE, RunFolder
+from mlrun.runs import METRICS_FILE, RECIPE_FILE, STATUS_FILE, WEIGHTS_FILE, RunFolder, RunStatus
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,22 +58,25 @@ def _sort_key(path: Path) -> tuple[str, int, str]:
     return "", 0, path.name
 
 
-def _read_status(folder: Path, summary: RunSummary) -> dict[str, Any]:
+def _read_status(folder: Path, summary: RunSummary) -> RunStatus:
+    """The folder's run.json; whatever cannot be read is recorded as a problem, never raised."""
     path = folder / STATUS_FILE
     try:
-        status = json.loads(path.read_text(encoding="utf-8"))
+        status = RunStatus.from_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         summary.problems.append(f"{STATUS_FILE} missing")
-        return {}
+        return RunStatus()
     except (OSError, UnicodeDecodeError) as exc:
         summary.problems.append(f"{STATUS_FILE}: cannot read ({getattr(exc, 'strerror', None) or exc})")
-        return {}
+        return RunStatus()
     except json.JSONDecodeError as exc:
         summary.problems.append(f"{STATUS_FILE}: invalid JSON (line {exc.lineno}: {exc.msg})")
-        return {}
-    if not isinstance(status, dict) or not isinstance(status.get("status"), str):
+        return RunStatus()
+    except RecursionError:  # JSON nested thousands deep
+        summary.problems.append(f"{STATUS_FILE}: nested too deeply to read")
+        return RunStatus()
+    if status.status is None:
         summary.problems.append(f"{STATUS_FILE}: no status field")
-        return status if isinstance(status, dict) else {}
     return status
 
 
@@ -111,18 +113,18 @@ def summarize_run(folder: Path) -> RunSummary:
     """Read one run folder; never raises for a broken or partial folder."""
     summary = RunSummary(path=folder, name=folder.name, status=UNREADABLE)
     status = _read_status(folder, summary)
-    if isinstance(status.get("status"), str):
-        summary.status = status["status"]
+    if status.status is not None:
+        summary.status = status.status
     if summary.status == "running" and RunFolder(folder).writer_alive() is False:
         # run.json says running, but no process holds the folder: it died without a word.
         summary.status = DIED
-        who = f" (pid {status['pid']} on {status.get('host', '?')})" if "pid" in status else ""
+        who = f" (pid {status.pid} on {status.host or '?'})" if status.pid is not None else ""
         summary.problems.append(
             f"its process{who} ended without finishing (kill -9, crash or power loss); "
             f"resume with: mlrun resume {folder}"
         )
-    if isinstance(status.get("recipe"), str):
-        summary.recipe = status["recipe"]
+    if status.recipe is not None:
+        summary.recipe = status.recipe
     accuracies = _read_metrics(folder, summary)
     if accuracies:
         summary.epochs_done = len(accuracies)
@@ -130,7 +132,7 @@ def summarize_run(folder: Path) -> RunSummary:
         summary.final_accuracy = accuracies[-1]
     else:
         # A run.json's final metrics still tell the result when metrics.csv is gone.
-        final = status.get("final")
+        final = status.final
         if isinstance(final, dict) and isinstance(final.get("test_accuracy"), (int, float)):
             summary.final_accuracy = summary.best_accuracy = float(final["test_accuracy"])
             if isinstance(final.get("epoch"), int):
@@ -170,6 +172,8 @@ def _accuracy(value: float | None) -> str:
 
 def format_runs(summaries: Sequence[RunSummary]) -> str:
     """A table (RUN, STATUS, RECIPE, EPOCHS, BEST_ACC, FINAL_ACC), then notes on unreadable files."""
+    from mlrun.cli.output import format_table  # the one table layout of every listing command
+
     if not summaries:
         return "no runs found"
     rows = [("RUN", "STATUS", "RECIPE", "EPOCHS", "BEST_ACC", "FINAL_ACC")]
@@ -181,8 +185,7 @@ def format_runs(summaries: Sequence[RunSummary]) -> str:
             (run.name, run.status, run.recipe or "-", epochs,
              _accuracy(run.best_accuracy), _accuracy(run.final_accuracy))
         )  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = [format_table(rows)]
     notes = [f"  {run.name}: {problem}" for run in summaries for problem in run.problems]
     if notes:
         lines += ["", "notes:", *notes]

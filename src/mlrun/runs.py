@@ -25,6 +25,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,80 @@ STEPS_FILE = "steps.csv"
 LOCK_FILE = ".lock"
 #: What atomic_write leaves behind when its process is killed mid-write.
 _STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+
+
+@dataclass
+class RunStatus:
+    """``run.json``: what a run is doing or did, who runs it, and with what.
+
+    The engine writes it; ``mlrun runs``, ``predict`` and ``evaluate`` read it. Reading
+    is tolerant: run folders from older mlrun versions, hand edits and half-written
+    files are normal. A missing or wrongly typed field reads as unset; an unknown one
+    is kept in ``extra`` and written back unchanged.
+    """
+
+    #: running, completed, interrupted or failed.
+    status: str | None = None
+    #: The recipe file the run was started from.
+    recipe: str | None = None
+    started: str | None = None
+    #: When each resume began.
+    resumed: list[str] = field(default_factory=list)
+    finished: str | None = None
+    #: The process writing the folder, and its machine.
+    pid: int | None = None
+    host: str | None = None
+    device: str | None = None
+    #: "memory" or "loader", and why.
+    data_path: str | None = None
+    data_path_reason: str | None = None
+    #: Python, torch, mlrun and each plugin distribution that provided a component.
+    versions: dict[str, str] = field(default_factory=dict)
+    #: world_size, backend, batch sizes; at the end rank_weights_sha256 and ranks_in_sync.
+    distributed: dict[str, Any] | None = None
+    #: The last epoch's metrics row, once the run completed.
+    final: dict[str, Any] | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object; unset fields are left out, as older runs left them out."""
+        known = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in known.items() if v not in (None, [], {})}, **self.extra}
+
+    def to_json(self) -> str:
+        """The text of ``run.json``."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: object) -> RunStatus:
+        """Read a parsed ``run.json``; never raises (anything but an object reads as empty)."""
+        if not isinstance(data, dict):
+            return cls()
+        known = {f.name for f in fields(cls)} - {"extra"}
+        found: dict[str, Any] = {name: value for name, value in data.items() if name in known
+                                 and _fits(name, value)}  # fmt: skip
+        extra = {name: value for name, value in data.items() if name not in known}
+        return cls(**found, extra=extra)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunStatus:
+        """Parse ``run.json``'s text; only invalid JSON raises (``json.JSONDecodeError``)."""
+        return cls.from_dict(json.loads(text))
+
+
+def _fits(name: str, value: object) -> bool:
+    """Whether a run.json value has the type its field needs (a hand-edited file may not)."""
+    if name == "pid":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name in ("resumed", "warnings"):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if name == "versions":
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if name in ("distributed", "final"):
+        return isinstance(value, dict)
+    return isinstance(value, str)
 
 
 class RunFolder:
@@ -110,8 +185,8 @@ class RunFolder:
             with file_lock(self.path / LOCK_FILE, wait=False, what=f"run folder {self.path}"):
                 yield
         except LockHeld as exc:
-            status = self.read_status() if (self.path / STATUS_FILE).is_file() else {}
-            who = f" (pid {status['pid']} on {status.get('host', '?')})" if "pid" in status else ""
+            status = self.read_status() if (self.path / STATUS_FILE).is_file() else RunStatus()
+            who = f" (pid {status.pid} on {status.host or '?'})" if status.pid is not None else ""
             raise UsageError(
                 f"{self.path} is being written by another mlrun process{who}",
                 problems=["wait for that run to finish, or stop it (Ctrl-C) and resume again"],
@@ -147,9 +222,9 @@ class RunFolder:
         """Save the resolved recipe as TOML, with a comment header."""
         atomic_write_text(self.path / RECIPE_FILE, header + tomli_w.dumps(dict(resolved)))
 
-    def write_status(self, status: Mapping[str, Any]) -> None:
+    def write_status(self, status: RunStatus) -> None:
         """Save ``run.json``."""
-        atomic_write_text(self.path / STATUS_FILE, json.dumps(status, indent=2) + "\n")
+        atomic_write_text(self.path / STATUS_FILE, status.to_json())
 
     def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Save every epoch's metrics as CSV (rewritten whole each time, so it is never torn)."""
@@ -161,13 +236,13 @@ class RunFolder:
         writer.writerows(rows)
         atomic_write_text(self.path / METRICS_FILE, buffer.getvalue())
 
-    def read_status(self) -> dict[str, Any]:
-        """Load ``run.json`` (an empty status if the run never wrote one)."""
+    def read_status(self) -> RunStatus:
+        """Load ``run.json`` (an empty status if the run never wrote one); unreadable is a UsageError."""
         path = self.path / STATUS_FILE
         if not path.exists():
-            return {}
+            return RunStatus()
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return RunStatus.from_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path} is unreadable ({exc}); is this an mlrun run folder?") from exc
 

@@ -11,7 +11,8 @@ import torch
 from annotated_types import Ge, Gt, Le
 
 from mlrun import Dataset, hookimpl
-from mlrun.data import IdxDataset, read_split, resolve_root
+from mlrun.data import IdxDataset, resolve_root
+from mlrun.idx import read_split
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

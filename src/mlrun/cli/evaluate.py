@@ -1,0 +1,34 @@
+"""``mlrun evaluate RUN_DIR``: test loss, accuracy, per-class accuracy and a confusion matrix."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mlrun.cli.common import add_command, load_registry
+from mlrun.cli.output import echo
+from mlrun.errors import EXIT_OK
+
+EXAMPLES = """\
+examples:
+  mlrun evaluate runs/summary-20261130-131159
+"""
+
+
+def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
+    """Register ``evaluate``."""
+    parser = add_command(
+        subparsers, parent, "evaluate", summary="test loss, accuracy, per-class accuracy and a confusion matrix",
+        description="Evaluate a run's trained model on the test split; writes confusion_matrix.png "
+        "and evaluation.json into the run folder.", epilog=EXAMPLES,
+    )  # fmt: skip
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate the run's model on the test split and report it."""
+    from mlrun import evaluation
+
+    evaluation.evaluate(Path(args.run_dir), registry=load_registry(args), echo=echo)
+    return EXIT_OK

@@ -1,0 +1,364 @@
+"""The classic training loop over built components, with checkpoints and clean stops.
+
+For each epoch and batch: forward, loss, zero_grad, backward, step; then evaluation
+under ``torch.no_grad()`` with ``model.eval()``. The loop can stop after any step
+(SIGINT/SIGTERM/SIGHUP, a non-finite loss) and continue bitwise-identically from
+its checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mlrun import batches, checkpoint, distributed
+from mlrun import resume as resume_policy
+from mlrun.batches import Batch
+from mlrun.build import Built
+from mlrun.errors import MlrunError, UsageError
+from mlrun.recipe import Recipe
+from mlrun.runs import RunFolder
+from mlrun.stopping import Interrupted, NonFiniteLoss, StopRequests
+
+Echo = Callable[[str], None]
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def evaluate_sums(
+    model: torch.nn.Module, criterion: Criterion, loader: Iterable[Batch], device: torch.device
+) -> tuple[float, int, int]:
+    """Summed test loss, correct predictions and sample count, under ``torch.no_grad()`` in eval mode.
+
+    Sums (not means) so that the shares of several ranks add up exactly.
+    """
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    count = 0
+    with torch.no_grad():
+        for inputs, labels in loader:
+            inputs, labels = inputs.to(device), labels.to(device)
+            output = model(inputs)
+            total_loss += criterion(output, labels).double() * len(labels)
+            correct += (output.argmax(dim=1) == labels).sum()
+            count += len(labels)
+    model.train()
+    return float(total_loss), int(correct), count
+
+
+def evaluate(
+    model: torch.nn.Module, criterion: Criterion, loader: Iterable[Batch], device: torch.device
+) -> tuple[float, float]:
+    """Mean test loss and accuracy, under ``torch.no_grad()`` with the model in eval mode."""
+    loss_sum, correct, count = evaluate_sums(model, criterion, loader, device)
+    if count == 0:
+        raise MlrunError("the test split is empty: nothing to evaluate")
+    return loss_sum / count, correct / count
+
+
+@dataclass
+class Position:
+    """Where training is: the epoch in progress, batches done in it, and the running loss."""
+
+    epoch: int = 1
+    step: int = 0
+    global_step: int = 0
+    indices: torch.Tensor | None = None  # this epoch's sample order; None before it starts
+    loss_sum: float = 0.0
+    sample_count: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    step_losses: list[tuple[int, int, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Runs the classic loop over built components, writing checkpoints into a run folder."""
+
+    def __init__(
+        self, recipe: Recipe, built: Built, folder: RunFolder, data_plan: batches.DataPlan, *,
+        echo: Echo, show_bar: bool, group: distributed.Group | None = None,
+    ) -> None:
+        self.recipe, self.built, self.folder = recipe, built, folder
+        self.settings = recipe.train
+        self.echo, self.show_bar = echo, show_bar
+        self.group = group
+        self.writes = group is None or group.is_main  # rank 0 alone writes the run folder
+        # Training steps go through DDP (which averages gradients across ranks);
+        # evaluation and checkpoints use the plain model, identical on every rank.
+        self.forward_model: torch.nn.Module = built.model
+        if group is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [built.device.index] if built.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(built.model, device_ids=ids)
+        self.data_plan = data_plan
+        self.train_source = batches.batch_source(recipe, built.train_set, data_plan, train=True)
+        self.test_source = batches.batch_source(recipe, built.test_set, data_plan, train=False)
+        self.order = batches.EpochOrder(
+            len(built.train_set), shuffle=self.settings.shuffle, seed=self.settings.seed
+        )
+        self.position = Position()
+        self.recipe_record = resume_policy.recipe_record(recipe.to_dict())
+        self.warnings: list[str] = []
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here (call on every rank: it gathers)."""
+        p = self.position
+        share = (p.loss_sum, float(p.sample_count))
+        # Each rank's running loss is its own: rank 0 writes them all, each rank restores its own.
+        shares = self.group.gather(share) if self.group is not None else [share]
+        return {
+            "recipe": self.recipe_record,
+            "world_size": self.group.world_size if self.group is not None else 1,
+            "train_size": len(self.built.train_set),
+            "loss_shares": torch.tensor(shares, dtype=torch.float64),
+            "model": self.built.model.state_dict(),
+            "optimizer": self.built.optimizer.state_dict(),
+            "rng": checkpoint.capture_rng(),
+            "order": self.order.state(),
+            "epoch": p.epoch,
+            "step": p.step,
+            "global_step": p.global_step,
+            "indices": p.indices,
+            "loss_sum": p.loss_sum,
+            "sample_count": p.sample_count,
+            "metrics": p.metrics,
+            "step_losses": torch.tensor(p.step_losses, dtype=torch.float64).reshape(-1, 3),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state` loaded from a checkpoint; a misfit is a UsageError.
+
+        The recipe's optimizer hyper-parameters (lr, weight decay…) are applied after the
+        optimizer's state is loaded: a resume with a changed learning rate really uses it.
+        """
+        self._check_fits(state)
+        optimizer = self.built.optimizer
+        recipe_hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        try:
+            self.built.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0][:300]
+            raise UsageError(
+                f"the checkpoint does not fit model '{self.recipe.model.component.name}' or "
+                f"optimizer '{self.recipe.optimizer.component.name}' ({reason})",
+                problems=["resume with the recipe the run was trained with, or start a new run"],
+            ) from exc
+        for group, hyper in zip(optimizer.param_groups, recipe_hyper):
+            group.update(hyper)
+        checkpoint.restore_rng(state["rng"])
+        self.order.restore(state["order"])
+        self.position = Position(
+            epoch=state["epoch"], step=state["step"], global_step=state["global_step"],
+            indices=state["indices"], loss_sum=state["loss_sum"],
+            sample_count=state["sample_count"], metrics=list(state["metrics"]),
+            step_losses=[(int(e), int(s), float(v)) for e, s, v in state["step_losses"].tolist()],
+        )  # fmt: skip
+        shares = state.get("loss_shares")
+        if shares is not None and len(shares) == state.get("world_size", 1):
+            loss_sum, count = shares[self.group.rank if self.group is not None else 0].tolist()
+            self.position.loss_sum, self.position.sample_count = loss_sum, int(count)
+
+    def _check_fits(self, state: dict[str, Any]) -> None:
+        """Refuse, before anything changes, a checkpoint from another world size or other data."""
+        world = self.group.world_size if self.group is not None else 1
+        saved_world = int(state.get("world_size", world))
+        if saved_world != world:
+            raise UsageError(
+                f"this run was trained with {saved_world} process{'es' if saved_world > 1 else ''}, "
+                f"not {world}: another count changes the batches and the weights",
+                problems=[f"resume with: mlrun resume {self.folder.path} --nproc {saved_world}"],
+            )
+        saved_size, size = state.get("train_size"), len(self.built.train_set)
+        if saved_size is not None and int(saved_size) != size:
+            raise UsageError(
+                f"the training split now has {size} samples, but the checkpoint was taken with "
+                f"{saved_size}: the data changed since the run started",
+                problems=["restore the original data, or start a new run"],
+            )
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint atomically; a failure names the path and the epoch it was for."""
+        state = self.state()
+        if not self.writes:
+            return
+        path = self.folder.path / checkpoint.CHECKPOINT_FILE
+        had_one = path.is_file()
+        try:
+            checkpoint.save(path, state)
+        except MlrunError as exc:
+            p = self.position
+            where = f"after epoch {p.epoch - 1}" if p.step == 0 else f"at epoch {p.epoch}, step {p.step}"
+            advice = (
+                f"the previous checkpoint is intact: fix the cause, then mlrun resume {self.folder.path}"
+                if had_one
+                else "no earlier checkpoint exists: fix the cause and start the run again"
+            )
+            raise MlrunError(f"could not save the checkpoint {where}: {exc}", problems=[advice]) from exc
+
+    # ---------------------------------------------------------------- the loop
+
+    def fit(self, stop: StopRequests) -> list[dict[str, Any]]:
+        """Train the remaining epochs; returns every epoch's metrics."""
+        p = self.position
+        while p.epoch <= self.settings.epochs:
+            if p.indices is None:  # a fresh epoch (a resumed one keeps its order and running loss)
+                p.indices = self.order.next_epoch()
+                p.step, p.loss_sum, p.sample_count = 0, 0.0, 0
+            started = time.perf_counter()
+            self._train_epoch(stop)
+            train_loss, test_loss, accuracy = self._epoch_losses()
+            self._record_epoch(train_loss, test_loss, accuracy, time.perf_counter() - started)
+            self._watch_loss(train_loss)
+            p.epoch, p.step, p.indices = p.epoch + 1, 0, None
+            if self.writes:
+                self.folder.write_metrics(p.metrics)
+                self.folder.write_step_losses(p.step_losses)
+            self.save_checkpoint()
+        return p.metrics
+
+    def _epoch_losses(self) -> tuple[float, float, float]:
+        """Train loss, test loss and test accuracy of the epoch just trained, over every rank."""
+        p, built = self.position, self.built
+        test_size = len(built.test_set)
+        test_indices = self.group.eval_shard(test_size) if self.group else torch.arange(test_size)
+        sums = evaluate_sums(built.model, built.criterion, self.test_source.epoch(test_indices), built.device)
+        loss_sum, sample_count = p.loss_sum, p.sample_count
+        if self.group is not None:  # every rank saw part of the data: add the parts up
+            loss_sum, sample_count, *sums = self.group.sum(loss_sum, sample_count, *sums)  # type: ignore[assignment]
+        test_loss_sum, correct, test_count = sums
+        if test_count == 0:
+            raise MlrunError("the test split is empty: nothing to evaluate")
+        return loss_sum / max(sample_count, 1), test_loss_sum / test_count, correct / test_count
+
+    def _record_epoch(self, train_loss: float, test_loss: float, accuracy: float, seconds: float) -> None:
+        """Add the epoch's row to the metrics and print it."""
+        p = self.position
+        p.metrics.append({
+            "epoch": p.epoch, "train_loss": round(train_loss, 6), "test_loss": round(test_loss, 6),
+            "test_accuracy": round(accuracy, 6), "seconds": round(seconds, 3),
+        })  # fmt: skip
+        self.echo(
+            f"epoch {p.epoch}/{self.settings.epochs}  train_loss {train_loss:.4f}  "
+            f"test_loss {test_loss:.4f}  test_accuracy {accuracy:.4f}  {seconds:.1f}s"
+        )
+
+    def _train_epoch(self, stop: StopRequests) -> None:
+        """The classic five steps per batch, from where the epoch left off."""
+        p, settings = self.position, self.settings
+        assert p.indices is not None
+        mine = self.group.shard(p.indices) if self.group else p.indices
+        remaining = mine[p.step * settings.batch_size :]
+        bar = _progress_bar(p.epoch, settings.epochs, len(self.train_source), p.step) if self.show_bar else None
+        self.forward_model.train()
+        try:
+            for inputs, labels in self.train_source.epoch(remaining):
+                value, stopping = self._step(inputs, labels, stop)
+                self._count_step(value, len(labels))
+                if bar is not None:
+                    bar.update(1)
+                every = settings.checkpoint_every_steps
+                if every and p.global_step % every == 0:
+                    self.save_checkpoint()
+                if stopping:
+                    self._stop_for(stop.signal or signal.SIGTERM)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _step(self, inputs: torch.Tensor, labels: torch.Tensor, stop: StopRequests) -> tuple[float, bool]:
+        """One optimizer step; returns the loss and whether to stop after it.
+
+        A non-finite loss (on any rank) stops before ``optimizer.step()``: the weights stay good.
+        """
+        built = self.built
+        inputs, labels = inputs.to(built.device), labels.to(built.device)
+        output = self.forward_model(inputs)  # forward pass
+        loss = built.criterion(output, labels)  # loss against the true labels
+        built.optimizer.zero_grad()  # clear gradients left by the previous step
+        loss.backward()  # compute gradients
+        value, stopping = self._agree(float(loss.detach()), stop)
+        if not math.isfinite(value):
+            p = self.position
+            p.step_losses.append((p.epoch, p.step + 1, value))
+            raise NonFiniteLoss(
+                f"non-finite loss at epoch {p.epoch}, step {p.step + 1} (loss = {value}); "
+                "training stopped before the weights were updated",
+                problems=self._non_finite_advice(),
+            )
+        built.optimizer.step()  # update weights
+        return value, stopping
+
+    def _agree(self, value: float, stop: StopRequests) -> tuple[float, bool]:
+        """All ranks stop together, or none does; a loss broken on one rank counts as broken on all."""
+        stopping = stop.signal is not None
+        if self.group is not None:
+            worst, stop_code = self.group.max(0.0 if math.isfinite(value) else 1.0, stop.signal or 0)
+            if worst and math.isfinite(value):
+                value = float("nan")  # another rank's loss broke; its NaN is in our gradients
+            stopping, stop.signal = bool(stop_code), int(stop_code) or None
+        return value, stopping
+
+    def _count_step(self, value: float, samples: int) -> None:
+        """Advance the position past a finished step and add its loss to the running sum."""
+        p = self.position
+        p.step += 1
+        p.global_step += 1
+        p.loss_sum += value * samples
+        p.sample_count += samples
+        p.step_losses.append((p.epoch, p.step, value))
+
+    def _non_finite_advice(self) -> list[str]:
+        """What to do after a NaN: resume from the checkpoint if there is one, else start again."""
+        smaller = f"optimizer.lr={self.built.optimizer.param_groups[0]['lr'] / 10:g}"
+        path = self.folder.path / checkpoint.CHECKPOINT_FILE
+        if path.is_file():
+            return [
+                f"the last good checkpoint is kept: {path}",
+                f"resume it with a smaller learning rate: mlrun resume {self.folder.path} {smaller} --force",
+            ]
+        return [
+            "no checkpoint was written yet: the loss broke before the first one",
+            f"start again with a smaller learning rate: mlrun {self.folder.path / 'recipe.toml'} {smaller}",
+        ]
+
+    def _watch_loss(self, train_loss: float) -> None:
+        """Warn once when the loss has exploded: the run 'completes' but has learned nothing."""
+        if not self.position.step_losses or any("exploded" in w for w in self.warnings):
+            return
+        first = self.position.step_losses[0][2]
+        if train_loss > 10 and train_loss > 10 * first:
+            warning = (
+                f"the training loss exploded ({train_loss:.4g} in epoch {self.position.epoch}, "
+                f"from {first:.4g} at the first step): the learning rate "
+                f"({self.built.optimizer.param_groups[0]['lr']:g}) is probably far too high"
+            )
+            self.warnings.append(warning)
+            self.echo(f"warning: {warning}")
+
+    def _stop_for(self, signum: int) -> None:
+        """Checkpoint where training stands and end the run as interrupted."""
+        self.save_checkpoint()
+        if self.writes:
+            self.folder.write_step_losses(self.position.step_losses)
+        name = signal.Signals(signum).name
+        raise Interrupted(
+            f"{name}: stopped at epoch {self.position.epoch}, step {self.position.step}; "
+            "checkpoint saved",
+            128 + signum,
+            problems=[f"resume with: mlrun resume {self.folder.path}"],
+        )
+
+
+def _progress_bar(epoch: int, epochs: int, total: int, done: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)

@@ -5,13 +5,18 @@ log_softmax, NLLLoss, Adam lr 0.01, batch 64) for the same epochs with the same
 seed, evaluating on the test split after every epoch. Each runs in its own
 process, so start-up, time to first step and peak memory are measured honestly.
 
-    python bench/compare.py            # 5 epochs, 3 rounds (about 4 minutes on 2 cores)
-    python bench/compare.py --epochs 2 --rounds 1
+    python bench/compare.py            # 5 epochs, 3 rounds, contention 2 rounds (about 5 minutes on 2 cores)
+    python bench/compare.py --epochs 2 --rounds 1 --contention-rounds 1
+
+All three use the same number of intra-op threads: ``train.threads``' default
+(``"auto"``), so the ratios compare the code, not the thread count.
 
 Printed: seconds per epoch (training + evaluation, median over epochs), time from
 process start to the first optimizer step, peak resident memory, final test
-accuracy, the ratios classic/mlrun and mlrun/tensor, and the wall time of
-`mlrun list` and `mlrun check` next to `python -c "import torch, torchvision"`.
+accuracy, the ratios classic/mlrun and mlrun/tensor; then the contention row:
+mlrun's epoch time alone and beside a competing CPU-bound process, with the
+default thread count and with 2 threads; and the wall time of `mlrun list` and
+`mlrun check` next to `python -c "import torch, torchvision"`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "summary.toml"
 SEED = 0
+#: The competing process of the contention row: one CPU-bound Python loop.
+BUSY_LOOP = "while True: pass"
+#: A contended child that takes longer than this is stopped and shown as "> N".
+CONTENDED_TIMEOUT_S = 90
 
 
 # --------------------------------------------------------------------------- children
@@ -85,12 +94,13 @@ class Classifier:  # built lazily so the parent process never imports torch
         return Net()
 
 
-def child_classic(epochs: int) -> None:
+def child_classic(epochs: int, threads: str) -> None:
     """The notes, as written: per-sample transforms through a shuffled DataLoader."""
     seen = _first_step_recorder()
     import torch
     from torchvision import datasets, transforms
 
+    torch.set_num_threads(int(threads))
     torch.manual_seed(SEED)
     root = _fashion_mnist_root()
     transform = transforms.Compose((transforms.ToTensor(), transforms.Normalize([0.5], [0.5])))
@@ -121,12 +131,13 @@ def child_classic(epochs: int) -> None:
     _report(seconds, accuracy, seen)
 
 
-def child_tensor(epochs: int) -> None:
+def child_tensor(epochs: int, threads: str) -> None:
     """The best hand-written loop: one normalized tensor, index_select batches, fused Adam."""
     seen = _first_step_recorder()
     import torch
     from torchvision import datasets
 
+    torch.set_num_threads(int(threads))
     torch.manual_seed(SEED)
     torch.set_flush_denormal(True)
     root = _fashion_mnist_root()
@@ -157,22 +168,23 @@ def child_tensor(epochs: int) -> None:
     _report(seconds, accuracy, seen)
 
 
-def child_mlrun(epochs: int) -> None:
-    """mlrun on recipes/summary.toml, through its command line entry point."""
+def child_mlrun(epochs: int, threads: str) -> None:
+    """mlrun on recipes/summary.toml, through its command line entry point ("default": its own thread policy)."""
     seen = _first_step_recorder()
     import csv
 
     from mlrun.cli import main
 
+    overrides = [] if threads == "default" else [f"train.threads={threads}"]
     with tempfile.TemporaryDirectory() as out:
-        code = main([str(RECIPE), f"train.epochs={epochs}", f"train.seed={SEED}", f"train.output_dir={out}"])
+        code = main([str(RECIPE), f"train.epochs={epochs}", f"train.seed={SEED}", f"train.output_dir={out}", *overrides])
         if code != 0:
             sys.exit(code)
         (run,) = Path(out).iterdir()
         rows = list(csv.DictReader((run / "metrics.csv").open()))
         status = json.loads((run / "run.json").read_text())
     _report([float(r["seconds"]) for r in rows], float(rows[-1]["test_accuracy"]), seen,
-            {"data_path": status["data_path"]})  # fmt: skip
+            {"data_path": status["data_path"], "threads": status.get("threads")})  # fmt: skip
 
 
 CHILDREN = {"classic": child_classic, "tensor": child_tensor, "mlrun": child_mlrun}
@@ -181,13 +193,26 @@ CHILDREN = {"classic": child_classic, "tensor": child_tensor, "mlrun": child_mlr
 # --------------------------------------------------------------------------- parent
 
 
-def measure(kind: str, epochs: int) -> dict:
-    """Run one child process; return its report plus time-to-first-step from process start."""
+def measure(kind: str, epochs: int, threads: str, *, busy: bool = False) -> dict:
+    """Run one child process; return its report plus time-to-first-step from process start.
+
+    ``busy``: a CPU-bound loop competes for the cores while the child runs; a child
+    that takes longer than CONTENDED_TIMEOUT_S is stopped and reported as ``timed_out``.
+    """
+    competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if busy else None
     spawned = time.time()
-    result = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--epochs", str(epochs)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", kind, "--epochs", str(epochs), "--threads", threads],
+            capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False,
+            timeout=CONTENDED_TIMEOUT_S if busy else None,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"timed_out": True, "epoch_s": float(CONTENDED_TIMEOUT_S)}
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
     if result.returncode != 0:
         sys.exit(f"{kind} failed:\n{result.stdout}\n{result.stderr}")
     line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
@@ -195,6 +220,7 @@ def measure(kind: str, epochs: int) -> dict:
     report["first_step_s"] = report["first_step"] - spawned
     report["epoch_s"] = statistics.median(report["epoch_seconds"])
     report["best_epoch_s"] = min(report["epoch_seconds"])  # least disturbed by other load
+    report["timed_out"] = False
     return report
 
 
@@ -211,17 +237,41 @@ def wall(command: list[str], repeats: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="times to run each of (a) (b) (c), in turn")
+    parser.add_argument("--rounds", type=int, default=3, help="times to run each of (a) (b) (c) (0: skip them)")
+    parser.add_argument("--contention-rounds", type=int, default=2, help="rounds of the contention row (0: skip it)")
+    parser.add_argument("--contention-epochs", type=int, default=1)
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", default="default", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        CHILDREN[args.child](args.epochs)
+        CHILDREN[args.child](args.epochs, args.threads)
         return
 
-    print(f"benchmark: {args.epochs} epochs each, batch 64, Adam lr 0.01, seed {SEED}; "
-          f"{args.rounds} rounds of (a) (b) (c) in turn; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")  # fmt: skip
+    if args.rounds > 0:
+        compare_loops(args.epochs, args.rounds)
+    if args.contention_rounds > 0:
+        contention(args.contention_rounds, args.contention_epochs)
+
+    mlrun = [sys.executable, "-m", "mlrun"]
+    print("\nstart-up (median of 3 runs, wall seconds):")
+    print(f"  python -c 'import torch, torchvision'  {wall([sys.executable, '-c', 'import torch, torchvision']):.2f}")
+    print(f"  mlrun list                              {wall([*mlrun, 'list']):.2f}")
+    print(f"  mlrun check recipes/summary.toml        {wall([*mlrun, 'check', str(RECIPE)]):.2f}")
+
+
+def compare_loops(epochs: int, rounds_wanted: int) -> None:
+    """(a) (b) (c) in turn, each in its own process, for some rounds; (b) and (c) swap places every other round."""
+    from mlrun.settings import resolve_threads  # no torch: the parent stays light
+
+    threads = str(resolve_threads("auto"))  # what mlrun's default gives; (a) and (b) use it too
+    print(f"benchmark: {epochs} epochs each, batch 64, Adam lr 0.01, seed {SEED}; "
+          f"{rounds_wanted} rounds of (a) (b) (c) in turn; {threads} intra-op thread(s) each "
+          f"(train.threads default); {os.cpu_count()} CPUs; python {sys.version.split()[0]}")  # fmt: skip
     kinds = ("classic", "tensor", "mlrun")
-    rounds = [{kind: measure(kind, args.epochs) for kind in kinds} for _ in range(args.rounds)]
+    rounds = []
+    for number in range(rounds_wanted):
+        order = kinds if number % 2 == 0 else ("classic", "mlrun", "tensor")
+        rounds.append({kind: measure(kind, epochs, "default" if kind == "mlrun" else threads) for kind in order})
 
     def median(kind: str, key: str) -> float:
         return statistics.median(r[kind][key] for r in rounds)
@@ -230,7 +280,7 @@ def main() -> None:
         """Median of the per-round ratios: robust to the machine's speed drifting between rounds."""
         return statistics.median(r[top][key] / r[bottom][key] for r in rounds)
 
-    path = rounds[0]["mlrun"]["data_path"]
+    path, mlrun_threads = rounds[0]["mlrun"]["data_path"], rounds[0]["mlrun"]["threads"]
     labels = {"classic": "(a) classic DataLoader loop", "tensor": "(b) hand-written tensor loop",
               "mlrun": f"(c) mlrun ({path} path)"}  # fmt: skip
     print(f"\n{'':32} {'s/epoch':>8} {'best':>6} {'first step':>11} {'peak RSS':>10} {'accuracy':>9}")
@@ -239,17 +289,47 @@ def main() -> None:
               f"{median(kind, 'first_step_s'):10.2f}s {median(kind, 'peak_rss_mib'):7.0f} MiB "
               f"{median(kind, 'accuracy'):9.4f}")  # fmt: skip
     accuracy_gap = 100 * (median("mlrun", "accuracy") - median("classic", "accuracy"))
-    print("\nratios: median over rounds of each round's ratio; 'best' compares each run's fastest epoch")
+    print(f"\nmlrun trained with {mlrun_threads} thread(s) (run.json); ratios: median over rounds of each "
+          "round's ratio; 'best' compares each run's fastest epoch")
     print(f"speed-up (a)/(c): {ratio('classic', 'mlrun', 'epoch_s'):.2f}x, best {ratio('classic', 'mlrun', 'best_epoch_s'):.2f}x   (target >= 7)")
     print(f"overhead (c)/(b): {ratio('mlrun', 'tensor', 'epoch_s'):.2f}x, best {ratio('mlrun', 'tensor', 'best_epoch_s'):.2f}x   (target <= 1.1)")
     print(f"accuracy (c)-(a): {accuracy_gap:+.2f} points   (target within +/-1)")
     print(f"peak RSS (c)/(a): {ratio('mlrun', 'classic', 'peak_rss_mib'):.2f}   (target <= 1)")
 
-    mlrun = [sys.executable, "-m", "mlrun"]
-    print("\nstart-up (median of 3 runs, wall seconds):")
-    print(f"  python -c 'import torch, torchvision'  {wall([sys.executable, '-c', 'import torch, torchvision']):.2f}")
-    print(f"  mlrun list                              {wall([*mlrun, 'list']):.2f}")
-    print(f"  mlrun check recipes/summary.toml        {wall([*mlrun, 'check', str(RECIPE)]):.2f}")
+
+def contention(rounds: int, epochs: int) -> None:
+    """mlrun alone and beside a CPU-bound process, with its default thread count and with 2.
+
+    Each round runs the four cases in turn (the order reversed every other round), so
+    the ratios compare runs made minutes apart on the same machine.
+    """
+    settings = {"default": "default", "2": "2"}
+    cases = [(name, busy) for busy in (False, True) for name in settings]
+    results: list[dict[tuple[str, bool], dict]] = []
+    for number in range(rounds):
+        order = cases if number % 2 == 0 else cases[::-1]
+        results.append({(name, busy): measure("mlrun", epochs, settings[name], busy=busy) for name, busy in order})
+
+    def seconds(name: str, busy: bool) -> str:
+        runs = [r[name, busy] for r in results]
+        value = statistics.median(run["epoch_s"] for run in runs)
+        return f"{'>' if any(run['timed_out'] for run in runs) else ''}{value:.2f}"
+
+    def ratio(top: tuple[str, bool], bottom: tuple[str, bool]) -> str:
+        capped = any(r[top]["timed_out"] or r[bottom]["timed_out"] for r in results)
+        value = statistics.median(r[top]["epoch_s"] / r[bottom]["epoch_s"] for r in results)
+        return f"{'>=' if capped else ''}{value:.1f}x"
+
+    default_threads = next(r["default", False].get("threads") for r in results)
+    print(f"\ncontention: mlrun s/epoch ({epochs} epoch{'s' if epochs != 1 else ''}) alone and beside one "
+          f"CPU-bound process (python -c '{BUSY_LOOP}'); median of {rounds} rounds, ratios per round")
+    print(f"{'':32} {'alone':>8} {'contended':>10} {'contended/alone':>16}")
+    for name, label in (("default", f"train.threads default ({default_threads})"), ("2", "train.threads = 2")):
+        print(f"{label:32} {seconds(name, False):>8} {seconds(name, True):>10} "
+              f"{ratio((name, True), (name, False)):>16}")
+    print(f"2 threads / default: alone {ratio(('2', False), ('default', False))}, "
+          f"contended {ratio(('2', True), ('default', True))}")
+    print("(target: the default's contended/alone far below 10x: a shared machine costs its share, not 10x)")
 
 
 if __name__ == "__main__":

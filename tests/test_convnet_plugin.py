@@ -40,6 +40,7 @@ def test_plugins_shows_it_next_to_the_builtins() -> None:
     assert line.split()[:2] == ["convnet", "mlrun-convnet==0.1.0"] and line.endswith("ok")
 
 
+@pytest.mark.slow
 def test_its_recipe_trains(idx_root: Path, tmp_path: Path) -> None:
     result = run_cli(CONVNET, f"--data={idx_root}", "train.epochs=1", env=ONLY_CONVNET, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -49,6 +50,7 @@ def test_its_recipe_trains(idx_root: Path, tmp_path: Path) -> None:
     assert '"mlrun-convnet": "0.1.0"' in (folder / "run.json").read_text()  # plugin version recorded
 
 
+@pytest.mark.slow
 def test_disabled_plugin_components_are_gone() -> None:
     env = {"MLRUN_DISABLE_PLUGIN_AUTOLOAD": "1"}
     assert "small_cnn" not in run_cli("list", env=env).stdout

@@ -38,6 +38,7 @@ def read_status(folder: Path) -> dict:
     return json.loads((folder / "run.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_sync(small_recipe: Path, tmp_path: Path) -> None:
     single = run_cli(str(small_recipe), "train.epochs=2", "train.run_name=single", cwd=tmp_path)
     assert single.returncode == 0, single.stderr
@@ -56,6 +57,7 @@ def test_two_processes_train_in_sync(small_recipe: Path, tmp_path: Path) -> None
     assert abs(status["final"]["test_accuracy"] - read_status(alone)["final"]["test_accuracy"]) <= 0.05
 
 
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_job_with_its_error(small_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site = tmp_path / "site"
     site.mkdir()
@@ -99,6 +101,7 @@ def register_criteria():
 """
 
 
+@pytest.mark.slow
 def test_elastic_restart_resumes_from_the_latest_checkpoint(small_recipe: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()

@@ -65,6 +65,7 @@ def test_too_many_processes_warn_on_the_cpu_and_are_refused_on_cuda() -> None:
     assert "use --nproc 2" in refused.value.problems
 
 
+@pytest.mark.slow
 def test_the_launcher_warns_about_oversubscription_then_launches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -163,6 +164,7 @@ def stop_all(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="workers die with their launcher through Linux's PR_SET_PDEATHSIG")
 def test_killing_the_launcher_leaves_no_orphan_workers(tmp_path: Path) -> None:
     launcher, out, _ = start_job(tmp_path)
@@ -179,6 +181,7 @@ def test_killing_the_launcher_leaves_no_orphan_workers(tmp_path: Path) -> None:
         stop_all([launcher.pid, *workers])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="finds the workers through /proc")
 def test_a_killed_worker_ends_the_job_with_one_short_line(tmp_path: Path) -> None:
     launcher, out, err = start_job(tmp_path)
@@ -197,6 +200,7 @@ def test_a_killed_worker_ends_the_job_with_one_short_line(tmp_path: Path) -> Non
     assert f"resume with `mlrun resume {folder}`" in stderr
 
 
+@pytest.mark.slow
 def test_resume_of_a_two_process_run_relaunches_two_processes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

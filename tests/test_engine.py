@@ -30,7 +30,7 @@ def test_training_learns_and_writes_the_run_folder(registry, small_recipe: Path)
     assert steps[0] == "epoch,step,train_loss" and len(steps) == 1 + 2 * 19  # 600 samples / 32
     rows = list(csv.DictReader((folder / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert set(rows[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds"}
+    assert set(rows[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds"}
     assert result.final_accuracy > 0.9  # the generated data is easy to learn
     status = json.loads((folder / "run.json").read_text())
     assert status["status"] == "completed" and status["versions"]["torch"] == torch.__version__

@@ -85,7 +85,7 @@ def test_missing_section(capsys, tmp_path: Path) -> None:
      ("transforms.0.name=totensor", "unknown transform 'totensor' — did you mean 'to_tensor'?"),
      ("model.name=clasifier", "unknown model 'clasifier' — did you mean 'classifier'? (run `mlrun list model` to see all"),
      ("criterion.name=nlll", "unknown criterion 'nlll' — did you mean 'nll'?"),
-     ("optimizer.name=adamw", "unknown optimizer 'adamw' — did you mean 'adam'?")],
+     ("optimizer.name=adamm", "unknown optimizer 'adamm' — did you mean 'adam'?")],
 )  # fmt: skip
 def test_unknown_component(capsys, override: str, expected: str) -> None:
     assert expected in fails(capsys, "run", SUMMARY, override)
@@ -95,7 +95,7 @@ def test_unknown_component(capsys, override: str, expected: str) -> None:
 def test_unknown_parameter(capsys) -> None:
     err = fails(capsys, "run", SUMMARY, "optimizer.learning_rate=0.1")
     assert "optimizer.learning_rate: unknown parameter for optimizer 'adam' — did you mean 'lr'?" in err
-    assert "(accepted: lr, betas, eps, weight_decay, fused)" in err
+    assert "(accepted: lr, betas, eps, weight_decay, fused, decay_bias_and_norm)" in err
 
 
 # 7. wrong types, never coerced

@@ -111,7 +111,7 @@ def test_the_built_in_kinds_are_sound_declarations() -> None:
     for cls in BUILTIN_KINDS:
         assert kind_problem(cls, known) is None, cls
         known[cls.kind] = cls
-    assert [cls.section for cls in BUILTIN_KINDS] == ["dataset", "transforms", "model", "criterion", "optimizer"]
+    assert [cls.section for cls in BUILTIN_KINDS] == ["dataset", "transforms", "model", "criterion", "optimizer", "scheduler"]
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------ resume honours the user
 
 
+@pytest.mark.slow
 def test_a_forced_learning_rate_change_is_really_applied(registry, tmp_path: Path) -> None:
     folder = train(registry)
     unchanged = Path(shutil.copytree(folder, tmp_path / "unchanged"))
@@ -82,6 +83,7 @@ def test_a_forced_learning_rate_change_is_really_applied(registry, tmp_path: Pat
     assert any(not torch.equal(a[k], b[k]) for k in a), "the new learning rate changed nothing"
 
 
+@pytest.mark.slow
 def test_a_hand_edited_recipe_counts_as_a_change(registry) -> None:
     folder = train(registry)
     recipe = folder / "recipe.toml"
@@ -93,6 +95,7 @@ def test_a_hand_edited_recipe_counts_as_a_change(registry) -> None:
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "reason"),
     [
@@ -112,12 +115,14 @@ def test_changes_a_checkpoint_cannot_honour_are_refused_even_with_force(registry
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_fewer_epochs_than_already_trained_are_refused(registry) -> None:
     folder = train(registry, "train.epochs=2")
     result = run_cli("resume", str(folder), "train.epochs=1", "--force")
     assert result.returncode == 2 and "already trained 2 epochs" in result.stderr
 
 
+@pytest.mark.slow
 def test_data_that_changed_on_disk_is_refused_and_the_run_keeps_its_status(registry, tmp_path: Path) -> None:
     from idx import write_dataset
 
@@ -134,6 +139,7 @@ def test_data_that_changed_on_disk_is_refused_and_the_run_keeps_its_status(regis
 # ------------------------------------------------------------------ one writer, honest status
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_the_first_holds_the_folder(registry) -> None:
     folder = train(registry)
     first = start("resume", str(folder), "train.epochs=400", "--force")
@@ -151,6 +157,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(registry) -
     assert status_of(folder)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_runs_tells_a_killed_run_from_a_live_one() -> None:
     proc = start(str(RECIPES / "summary.toml"), *SYNTHETIC, "train.epochs=400")
     folder = only_run()
@@ -167,6 +174,7 @@ def test_runs_tells_a_killed_run_from_a_live_one() -> None:
     assert f"ended without finishing" in listing.stdout and f"mlrun resume {folder}" in listing.stdout
 
 
+@pytest.mark.slow
 def test_sighup_stops_like_sigterm_with_a_checkpoint() -> None:
     proc = start(str(RECIPES / "summary.toml"), *SYNTHETIC, "train.epochs=400")
     folder = only_run()
@@ -188,6 +196,7 @@ def test_an_interrupt_after_the_weights_are_written_keeps_the_run_completed(regi
     assert (folder / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_closing_stdout_does_not_stop_the_run() -> None:
     proc = start(str(RECIPES / "summary.toml"), *SYNTHETIC, "train.epochs=3")
     assert proc.stdout is not None
@@ -201,6 +210,7 @@ def test_closing_stdout_does_not_stop_the_run() -> None:
     assert len(list(csv.DictReader((folder / "metrics.csv").open()))) == 3
 
 
+@pytest.mark.slow
 def test_resume_removes_temporary_files_a_kill_left_behind(registry) -> None:
     folder = train(registry)
     stale = folder / ".checkpoint.pt.k3j_x9q1.tmp"
@@ -209,6 +219,7 @@ def test_resume_removes_temporary_files_a_kill_left_behind(registry) -> None:
     assert not stale.exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_named_with_the_right_epoch_and_leaves_nothing_half_written(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
@@ -233,6 +244,7 @@ def test_a_full_disk_is_named_with_the_right_epoch_and_leaves_nothing_half_writt
 # ------------------------------------------------------------------ files that lie, losses that explode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["model.pt", "checkpoint.pt"])
 def test_a_flipped_byte_is_caught_by_the_checksum(registry, name: str) -> None:
     folder = train(registry)
@@ -265,6 +277,7 @@ def test_a_nan_before_the_first_checkpoint_does_not_cite_one(registry, monkeypat
     assert "recipe.toml optimizer.lr=0.001" in rendered
 
 
+@pytest.mark.slow
 def test_an_exploding_loss_is_reported_though_the_run_completes() -> None:
     result = run_cli(str(RECIPES / "summary.toml"), *SYNTHETIC, "train.epochs=1", "optimizer.lr=1e6")
     assert result.returncode == 0, result.stderr

@@ -91,6 +91,7 @@ def _plugin(payload: list[dict], name: str) -> dict:
     return next(p for p in payload if p["name"] == name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("source", "reason"),
     [(EXITS, "called sys.exit(3) while being imported"),
@@ -129,6 +130,7 @@ def _run_with_deadline(args: list[str], env: dict[str, str], deadline_s: float) 
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_plugin_that_loops_at_import_is_reported_then_abandoned(site: Path) -> None:
     install_fake(site, "mlrun-fake-loops", LOOPS)
     env = {"MLRUN_PLUGINS": "mlrun_fake_loops", "MLRUN_PLUGIN_IMPORT_TIMEOUT": "2"}
@@ -143,6 +145,7 @@ def test_a_plugin_that_loops_at_import_is_reported_then_abandoned(site: Path) ->
     assert loops["status"] == "failed" and loops["error"].startswith("import did not finish in 2 s")
 
 
+@pytest.mark.slow
 def test_a_real_ctrl_c_during_a_hanging_import_still_stops_mlrun(site: Path) -> None:
     install_fake(site, "mlrun-fake-loops", LOOPS)
     # Limit 6 s: the notice comes after 3 s, so a contained Ctrl-C would end in exit 0 at 6 s.
@@ -165,6 +168,7 @@ def test_a_real_ctrl_c_during_a_hanging_import_still_stops_mlrun(site: Path) -> 
     assert "classifier" not in stdout
 
 
+@pytest.mark.slow
 def test_plugin_output_never_mixes_with_json(site: Path) -> None:
     install_fake(site, "mlrun-fake-chatty", PRINTS)
     components, plugins, stderr = _json_outputs({"MLRUN_PLUGINS": "mlrun_fake_chatty"})

@@ -80,6 +80,7 @@ def test_broken_plugin_is_reported_not_fatal(site: Path, source: str, reason: st
         load({"mlrun_fake_broken"}, strict=True)
 
 
+@pytest.mark.slow
 def test_cli_keeps_working_with_a_broken_plugin(site: Path) -> None:
     install_fake(site, "mlrun-fake-broken", BROKEN_IMPORT)
     env = {"MLRUN_PLUGINS": "mlrun_fake_broken"}

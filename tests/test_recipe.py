@@ -78,7 +78,7 @@ def test_unknown_parameter_gets_did_you_mean_and_accepted_list(registry) -> None
     lines = problems_of(RECIPES / "summary.toml", registry, ("optimizer.lerning_rate=0.1",))
     assert lines[1] == (
         "override 'optimizer.lerning_rate=0.1': optimizer.lerning_rate: unknown parameter for "
-        "optimizer 'adam' — did you mean 'lr'? (accepted: lr, betas, eps, weight_decay, fused)"
+        "optimizer 'adam' — did you mean 'lr'? (accepted: lr, betas, eps, weight_decay, fused, decay_bias_and_norm)"
     )
 
 

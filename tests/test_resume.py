@@ -90,6 +90,7 @@ def wait_for_checkpoint(process: subprocess.Popen[str]) -> Path:
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.slow
 def test_kill_9_at_a_random_moment_then_resume_gives_the_same_weights(registry, small_recipe: Path, tmp_path: Path) -> None:
     expected = reference(registry, small_recipe, tmp_path, LONG)
     rng = random.Random()
@@ -114,6 +115,7 @@ def test_kill_9_at_a_random_moment_then_resume_gives_the_same_weights(registry, 
     assert_same_run(folder, expected)
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_prints_the_resume_command_and_resume_completes(registry, small_recipe: Path, tmp_path: Path) -> None:
     expected = reference(registry, small_recipe, tmp_path, LONG)
     process = start(small_recipe)
@@ -133,6 +135,7 @@ def test_sigint_saves_a_checkpoint_prints_the_resume_command_and_resume_complete
     assert_same_run(folder, expected)
 
 
+@pytest.mark.slow
 def test_sigterm_exits_143(small_recipe: Path) -> None:
     process = start(small_recipe)
     wait_for_checkpoint(process)
@@ -178,6 +181,7 @@ class RunsCode:
         return (open, (str(self.target), "w"))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_would_run_code_is_refused(registry, small_recipe: Path, tmp_path: Path) -> None:
     folder = engine.run(load_recipe(small_recipe, registry, ["train.epochs=1"]), **QUIET).folder.path
     sentinel = tmp_path / "code-ran"
@@ -230,6 +234,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_a_finite_checkpoint(re
     assert saved["epoch"] == 2 and all(torch.isfinite(t).all() for t in saved["model"].values())
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_recipe_is_refused_unless_forced(registry, small_recipe: Path) -> None:
     folder = engine.run(load_recipe(small_recipe, registry, ["train.epochs=1"]), **QUIET).folder.path
     refused = subprocess.run([sys.executable, "-m", "mlrun", "resume", str(folder), "optimizer.lr=0.5", "train.epochs=2"],

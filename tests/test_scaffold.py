@@ -12,6 +12,7 @@ import pytest
 from conftest import pip_install_editable, run_cli
 
 
+@pytest.mark.slow
 def test_scaffold_installs_and_is_listed(tmp_path: Path, plugin_venv: Path) -> None:
     created = run_cli("new", "plugin", "mlrun-widget", cwd=tmp_path)
     assert created.returncode == 0, created.stderr

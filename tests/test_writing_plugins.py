@@ -8,6 +8,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, pip_install_editable
 from mlrun import hookspecs
 
@@ -31,6 +33,7 @@ def test_every_block_is_a_package_file_or_commands() -> None:
         assert lang == "sh" or re.match(r"# [\w./-]+\n", body), body[:60]
 
 
+@pytest.mark.slow
 def test_the_guide_builds_a_working_plugin(tmp_path: Path, plugin_venv: Path, idx_root: Path) -> None:
     package = tmp_path / "mlrun-acme"
     commands: list[str] = []

@@ -11,7 +11,7 @@ The Python API (:mod:`mlrun.api`, docs/api.md) is here too: ``mlrun.train``,
 from importlib import metadata as _metadata
 from typing import Any as _Any
 
-from mlrun.components import Component, Criterion, Dataset, Model, Optimizer, OutputKind, Transform
+from mlrun.components import Component, Criterion, Dataset, Model, Optimizer, OutputKind, Scheduler, Transform
 from mlrun.hookspecs import hookimpl, hookspec
 
 try:
@@ -41,6 +41,7 @@ __all__ = [
     "Model",
     "Optimizer",
     "OutputKind",
+    "Scheduler",
     "Transform",
     "__version__",
     "check",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from mlrun.batches import DataPlan
 from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import ComponentSpec, Recipe, transforms_for
 from mlrun.runs import RunFolder
+from mlrun.schedule import Schedule, build_schedule
 
 try:
     import numpy
@@ -40,6 +41,8 @@ class Built:
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     device: torch.device
+    #: The learning-rate schedule (a constant rate when the recipe has no [scheduler]).
+    schedule: Schedule = field(default_factory=Schedule)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,12 @@ def build_component(spec: ComponentSpec, **injected: Any) -> Any:
         return spec.build(**injected)
     except MlrunError:
         raise
+    except ValueError as exc:  # the documented way for a factory to refuse a combination
+        component = spec.component
+        raise UsageError(
+            f"{component.section}: {component.kind} '{component.name}' cannot be built with these "
+            f"settings: {exc}"
+        ) from exc
     except Exception as exc:
         component = spec.component
         raise MlrunError(
@@ -122,10 +131,11 @@ def build_component(spec: ComponentSpec, **injected: Any) -> Any:
         ) from exc
 
 
-def build(recipe: Recipe, device: torch.device | None = None) -> Built:
-    """Construct datasets, model, criterion and optimizer on ``device``, seeded for reproducibility.
+def build(recipe: Recipe, device: torch.device | None = None, *, world_size: int = 1) -> Built:
+    """Construct datasets, model, criterion, optimizer and schedule, seeded for reproducibility.
 
     ``device`` is the pre-flight's; without one, ``train.device`` is resolved here.
+    ``world_size``: processes sharing each epoch (the schedule counts this process's steps).
     """
     seed_everything(recipe.train.seed)
     device = device if device is not None else select_device(recipe.train.device)
@@ -135,8 +145,9 @@ def build(recipe: Recipe, device: torch.device | None = None) -> Built:
     criterion = build_component(recipe.criterion)
     if isinstance(criterion, torch.nn.Module):
         criterion = criterion.to(device)
-    optimizer = build_component(recipe.optimizer, params=model.parameters())
-    return Built(train_set, test_set, model, criterion, optimizer, device)
+    optimizer = build_component(recipe.optimizer, params=model.parameters(), model=model)
+    schedule = build_schedule(recipe, optimizer, len(train_set), world_size)
+    return Built(train_set, test_set, model, criterion, optimizer, device, schedule)
 
 
 def probe(recipe: Recipe, built: Built) -> None:

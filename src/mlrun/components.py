@@ -50,6 +50,8 @@ class Component:
     required: ClassVar[bool] = True
     #: Factory arguments the engine supplies itself; recipes never set them.
     injected: ClassVar[frozenset[str]] = frozenset()
+    #: Arguments the engine supplies only to factories that declare them (never recipe keys).
+    optional_injected: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
@@ -160,16 +162,57 @@ class Criterion(Component):
 
 @dataclass(frozen=True)
 class Optimizer(Component):
-    """An optimizer. Its factory gets ``params`` (the model's parameters) from the engine."""
+    """An optimizer. Its factory gets ``params`` (the model's parameters) from the engine.
+
+    A factory that also declares ``model`` gets the model, to build parameter groups
+    (e.g. no weight decay on biases and normalisation weights).
+    """
 
     kind: ClassVar[str] = "optimizer"
     hook: ClassVar[str] = "register_optimizers"
     section: ClassVar[str] = "optimizer"
     injected: ClassVar[frozenset[str]] = frozenset({"params"})
+    optional_injected: ClassVar[frozenset[str]] = frozenset({"model"})
+
+
+#: When a scheduler steps: after every optimizer step, or after each epoch's evaluation.
+Interval = Literal["step", "epoch"]
+
+
+@dataclass(frozen=True)
+class Scheduler(Component):
+    """A learning-rate schedule. Its factory gets ``optimizer`` from the engine and, when it
+    declares them, ``steps_per_epoch`` (optimizer steps per epoch) and ``epochs``, so a
+    recipe never computes a total number of steps by hand.
+
+    ``interval`` says when the engine steps it: ``"step"`` after every optimizer step,
+    ``"epoch"`` after each epoch's evaluation. ``monitor`` marks schedules that step on
+    a monitored value (like ReduceLROnPlateau): the engine passes the value of the
+    metric named by the factory's ``monitor`` parameter (``"loss"`` or ``"accuracy"``).
+    A factory raises ``ValueError`` for a combination it cannot honour (a warmup longer
+    than the run); mlrun reports it as bad input, before training.
+    """
+
+    interval: str = "step"
+    monitor: bool = False
+
+    kind: ClassVar[str] = "scheduler"
+    hook: ClassVar[str] = "register_schedulers"
+    section: ClassVar[str] = "scheduler"
+    required: ClassVar[bool] = False
+    injected: ClassVar[frozenset[str]] = frozenset({"optimizer"})
+    optional_injected: ClassVar[frozenset[str]] = frozenset({"steps_per_epoch", "epochs"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.interval not in get_args(Interval):
+            raise ValueError(f"scheduler {self.name!r}: interval must be 'step' or 'epoch', got {self.interval!r}")
+        if self.monitor and self.interval != "epoch":
+            raise ValueError(f"scheduler {self.name!r}: a monitoring schedule steps per epoch (interval='epoch')")
 
 
 #: The built-in kinds, in the order of the classic recipe. Plugins may declare more.
-BUILTIN_KINDS: tuple[type[Component], ...] = (Dataset, Transform, Model, Criterion, Optimizer)
+BUILTIN_KINDS: tuple[type[Component], ...] = (Dataset, Transform, Model, Criterion, Optimizer, Scheduler)
 KINDS: dict[str, type[Component]] = {cls.kind: cls for cls in BUILTIN_KINDS}
 
 #: Recipe sections that no kind may claim.

@@ -82,7 +82,7 @@ def _run(
         saved, changes = _open_resume(recipe, resume, force, held, main=main) if resume else (None, [])
         for warning in recipe.warnings:
             echo(f"warning: {warning}")
-        built = build(recipe, checked.device)
+        built = build(recipe, checked.device, world_size=group.world_size if group else 1)
         probe(recipe, built)
         # Denormal floats are orders of magnitude slower on CPUs; late in training many
         # small gradients become denormal and epochs slow down without this.
@@ -91,7 +91,7 @@ def _run(
         show_bar = (sys.stderr.isatty() if progress is None else progress) and main
         trainer = Trainer(recipe, built, folder, checked.data_plan, echo=echo, show_bar=show_bar, group=group)
         if saved is not None:
-            trainer.restore(saved)  # refuses a misfit before anything is written
+            trainer.restore(saved, changes)  # refuses a misfit before anything is written
         if changes and main:
             folder.write_recipe(
                 recipe.to_dict(), header=f"# Resolved recipe; changed on resume: {', '.join(changes)}\n"
@@ -130,6 +130,7 @@ def _start_status(
     status.status, status.pid, status.host = "running", owner["pid"], owner["host"]
     status.device = str(trainer.built.device)
     status.data_path, status.data_path_reason = trainer.data_plan.path, trainer.data_plan.reason
+    status.extra["threads"] = trainer.threads  # intra-op CPU threads per process (train.threads)
     status.versions = versions(recipe)
     if group is not None:
         status.distributed = {

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from mlrun.components import Component, Criterion, Dataset, Model, Optimizer, Transform
+    from mlrun.components import Component, Criterion, Dataset, Model, Optimizer, Scheduler, Transform
 
 PROJECT_NAME = "mlrun"
 
@@ -70,6 +70,18 @@ def register_optimizers() -> list[Optimizer]:
 
     An optimizer factory receives ``params`` (the model's parameters) from the
     engine, plus its own recipe parameters, and returns a ``torch.optim.Optimizer``.
+    """
+
+
+@hookspec
+def register_schedulers() -> list[Scheduler]:
+    """Return the learning-rate schedulers this plugin provides.
+
+    A scheduler factory receives ``optimizer`` from the engine (and ``steps_per_epoch``
+    and ``epochs`` if it declares them), plus its own recipe parameters, and returns a
+    ``torch.optim.lr_scheduler.LRScheduler`` (or anything with ``step()``,
+    ``state_dict()`` and ``load_state_dict()``). Each scheduler declares whether it
+    steps per optimizer step or per epoch, and whether it monitors a metric.
     """
 
 

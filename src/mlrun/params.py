@@ -54,7 +54,15 @@ class Parameter:
 
 def parameters(component: Component) -> list[Parameter]:
     """The recipe parameters of a component, in signature order."""
-    return list(_parameters(component.factory, component.injected, component.kind, component.name))
+    engine_supplied = component.injected | component.optional_injected
+    params = _parameters(component.factory, engine_supplied, component.kind, component.name)
+    missing = component.injected - set(inspect.signature(component.factory).parameters)
+    if missing:
+        raise SignatureError(
+            f"{component.kind} {component.name!r}: the factory must accept the engine-supplied "
+            f"argument(s) {', '.join(sorted(missing))}"
+        )
+    return list(params)
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,12 +93,6 @@ def _parameters(
                 "annotate it so recipes can be validated"
             )
         result.append(Parameter(param.name, hints[param.name], param.default))
-    missing = injected - set(signature.parameters)
-    if missing:
-        raise SignatureError(
-            f"{where}: the factory must accept the engine-supplied argument(s) "
-            f"{', '.join(sorted(missing))}"
-        )
     return tuple(result)
 
 

@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mlrun.builtins.models",
     "mlrun.builtins.criteria",
     "mlrun.builtins.optimizers",
+    "mlrun.builtins.schedulers",
 )
 
 

@@ -6,6 +6,7 @@ it came from (the recipe file or the override) and its dotted key path.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -48,7 +49,15 @@ class ComponentSpec:
         return self.entry.component
 
     def build(self, **injected: Any) -> Any:
-        """Call the factory with the engine-supplied arguments and the recipe's parameters."""
+        """Call the factory with the engine-supplied arguments and the recipe's parameters.
+
+        Optional engine arguments (``Component.optional_injected``) reach only the
+        factories that declare them.
+        """
+        optional = self.component.optional_injected.intersection(injected)
+        if optional:
+            accepted = inspect.signature(self.component.factory).parameters
+            injected = {k: v for k, v in injected.items() if k not in optional or k in accepted}
         return self.component.factory(**injected, **self.params)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +107,12 @@ class Recipe:
     model = property(lambda self: self.one("model"), lambda self, v: self._set("model", v))
     criterion = property(lambda self: self.one("criterion"), lambda self, v: self._set("criterion", v))
     optimizer = property(lambda self: self.one("optimizer"), lambda self, v: self._set("optimizer", v))
+
+    @property
+    def scheduler(self) -> ComponentSpec | None:
+        """The learning-rate scheduler, if the recipe has a ``[scheduler]`` section."""
+        spec = self.components.get("scheduler")
+        return spec if isinstance(spec, ComponentSpec) else None
 
     def _set(self, kind: str, value: ComponentSpec | list[ComponentSpec]) -> None:
         self.components[kind] = value

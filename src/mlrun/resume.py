@@ -34,6 +34,8 @@ FIXED: dict[str, str] = {
     "transforms": "the weights were trained on inputs transformed this way",
     "model": "the checkpoint's weights fit only the model they were trained with",
     "optimizer.name": "the optimizer's state (e.g. Adam's moment estimates) belongs to that optimizer",
+    "optimizer.decay_bias_and_norm": "the optimizer's state is stored per parameter group",
+    "scheduler": "the schedule's position and shape belong to the schedule the run was trained with",
     "train.batch_size": "the position inside the epoch is counted in batches of the old size",
     "train.seed": "the seed already decided this run's data order and initial weights",
     "train.shuffle": "the data order of the epoch in progress is already drawn",
@@ -41,6 +43,9 @@ FIXED: dict[str, str] = {
     "train.run_name": "a resumed run stays in its own folder",
 }
 
+
+#: Why a run with a scheduler cannot take a new learning rate on resume.
+SCHEDULED_LR = "the scheduler sets the learning rate from its saved state"
 
 #: Where the data is read from, not what it is: moving a dataset may be honoured.
 RELOCATABLE = ("dataset.root", "dataset.download")
@@ -111,7 +116,12 @@ def check_changes(
     """
     changes = changed_keys(dict(saved), dict(requested))
     described = [f"{key}: {_value_at(saved, key)} -> {_value_at(requested, key)}" for key in changes]
-    refused = [f"{line} ({reason})" for key, line in zip(changes, described) if (reason := fixed_reason(key))]
+    scheduled = "scheduler" in saved
+    refused = [
+        f"{line} ({reason})"
+        for key, line in zip(changes, described)
+        if (reason := fixed_reason(key) or (SCHEDULED_LR if scheduled and key == "optimizer.lr" else None))
+    ]
     if refused:
         raise UsageError(
             f"cannot resume {folder} with this recipe: the checkpoint cannot honour "

@@ -6,8 +6,9 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from annotated_types import Ge
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -19,6 +20,17 @@ RUN_NAME_RULE = (
     "a run name is one folder name inside train.output_dir: use letters, digits, '-', '_' "
     f"and '.', not starting with '.', at most {MAX_RUN_NAME} characters"
 )
+
+#: Intra-op CPU threads per process that ``train.threads = "auto"`` gives. Measured on a
+#: 2-core machine (docs/performance.md): 2 threads are at best ~15 % faster on an idle
+#: machine and 10-100x slower as soon as another process wants a core; 1 thread only
+#: ever loses its share of the time.
+AUTO_THREADS = 1
+
+
+def resolve_threads(setting: int | str) -> int:
+    """The intra-op thread count a ``train.threads`` setting asks for (``"auto"``: :data:`AUTO_THREADS`)."""
+    return AUTO_THREADS if setting == "auto" else int(setting)
 
 
 def safe_run_name(name: str) -> str | None:
@@ -91,6 +103,19 @@ class TrainSettings(BaseModel):
     flush_denormal: bool = Field(
         True, description="flush denormal floats to zero on the CPU (faster; changes tiny values)"
     )
+    threads: Annotated[int, Ge(1)] | Literal["auto"] = Field(
+        "auto",
+        description=f"CPU threads per process for each tensor operation while training "
+        f"(torch.set_num_threads; changes the last bits); 'auto': {AUTO_THREADS}, never slowed 10x by a busy machine",
+    )
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_is_a_count(cls, value: object) -> object:
+        # One clear message instead of one per member of the union.
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise PydanticCustomError("threads", 'must be "auto" or a whole number of threads, 1 or more')
 
     @field_validator("run_name")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Sequence, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from mlrun.build import Built
 from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import Recipe
 from mlrun.runs import RunFolder
+from mlrun.settings import resolve_threads
 from mlrun.stopping import Interrupted, NonFiniteLoss, StopRequests
 
 Echo = Callable[[str], None]
@@ -105,6 +106,8 @@ class Trainer:
         self.position = Position()
         self.recipe_record = resume_policy.recipe_record(recipe.to_dict())
         self.warnings: list[str] = []
+        #: Intra-op CPU threads while :meth:`fit` runs (``train.threads``; recorded in run.json).
+        self.threads = resolve_threads(self.settings.threads)
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -121,6 +124,7 @@ class Trainer:
             "loss_shares": torch.tensor(shares, dtype=torch.float64),
             "model": self.built.model.state_dict(),
             "optimizer": self.built.optimizer.state_dict(),
+            "scheduler": self.built.schedule.state_dict(),
             "rng": checkpoint.capture_rng(),
             "order": self.order.state(),
             "epoch": p.epoch,
@@ -133,15 +137,18 @@ class Trainer:
             "step_losses": torch.tensor(p.step_losses, dtype=torch.float64).reshape(-1, 3),
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any], changed: Sequence[str] = ()) -> None:
         """Continue from a :meth:`state` loaded from a checkpoint; a misfit is a UsageError.
 
-        The recipe's optimizer hyper-parameters (lr, weight decay…) are applied after the
-        optimizer's state is loaded: a resume with a changed learning rate really uses it.
+        ``changed``: the recipe keys a forced resume changes (see :mod:`mlrun.resume`). The
+        optimizer settings among them (lr, weight decay…) are applied after the optimizer's
+        state is loaded, so they really take effect; the others stay as the state has them
+        (a scheduler's current learning rate, say).
         """
         self._check_fits(state)
         optimizer = self.built.optimizer
-        recipe_hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        new = {key.split(".", 1)[1] for key in changed if key.startswith("optimizer.")}
+        recipe_hyper = [{k: v for k, v in g.items() if k in new} for g in optimizer.param_groups]
         try:
             self.built.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -154,6 +161,7 @@ class Trainer:
             ) from exc
         for group, hyper in zip(optimizer.param_groups, recipe_hyper):
             group.update(hyper)
+        self.built.schedule.load_state_dict(state.get("scheduler"))
         checkpoint.restore_rng(state["rng"])
         self.order.restore(state["order"])
         self.position = Position(
@@ -207,7 +215,18 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
 
     def fit(self, stop: StopRequests) -> list[dict[str, Any]]:
-        """Train the remaining epochs; returns every epoch's metrics."""
+        """Train the remaining epochs on ``train.threads`` threads; returns every epoch's metrics.
+
+        The process's thread count is given back afterwards (mlrun used as a library).
+        """
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._fit(stop)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _fit(self, stop: StopRequests) -> list[dict[str, Any]]:
         p = self.position
         while p.epoch <= self.settings.epochs:
             if p.indices is None:  # a fresh epoch (a resumed one keeps its order and running loss)
@@ -217,6 +236,7 @@ class Trainer:
             self._train_epoch(stop)
             train_loss, test_loss, accuracy = self._epoch_losses()
             self._record_epoch(train_loss, test_loss, accuracy, time.perf_counter() - started)
+            self.built.schedule.after_epoch(test_loss, accuracy)
             self._watch_loss(train_loss)
             p.epoch, p.step, p.indices = p.epoch + 1, 0, None
             if self.writes:
@@ -242,13 +262,14 @@ class Trainer:
     def _record_epoch(self, train_loss: float, test_loss: float, accuracy: float, seconds: float) -> None:
         """Add the epoch's row to the metrics and print it."""
         p = self.position
+        lr = float(self.built.optimizer.param_groups[0]["lr"])  # at the end of the epoch
         p.metrics.append({
             "epoch": p.epoch, "train_loss": round(train_loss, 6), "test_loss": round(test_loss, 6),
-            "test_accuracy": round(accuracy, 6), "seconds": round(seconds, 3),
+            "test_accuracy": round(accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
         })  # fmt: skip
         self.echo(
             f"epoch {p.epoch}/{self.settings.epochs}  train_loss {train_loss:.4f}  "
-            f"test_loss {test_loss:.4f}  test_accuracy {accuracy:.4f}  {seconds:.1f}s"
+            f"test_loss {test_loss:.4f}  test_accuracy {accuracy:.4f}  lr {lr:.3g}  {seconds:.1f}s"
         )
 
     def _train_epoch(self, stop: StopRequests) -> None:
@@ -295,6 +316,7 @@ class Trainer:
                 problems=self._non_finite_advice(),
             )
         built.optimizer.step()  # update weights
+        built.schedule.after_step()  # per-step schedules move on (no-op without a scheduler)
         return value, stopping
 
     def _agree(self, value: float, stop: StopRequests) -> tuple[float, bool]:

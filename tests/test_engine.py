@@ -27,7 +27,8 @@ def test_training_learns_and_writes_the_run_folder(registry, small_recipe: Path)
     assert {"checkpoint.pt", "metrics.csv", "model.pt", "recipe.toml", "run.json", "steps.csv"} <= names
     assert not [n for n in names if n.startswith(".") and n != ".lock"]  # no temporary files left behind
     steps = (folder / "steps.csv").read_text().splitlines()
-    assert steps[0] == "epoch,step,train_loss" and len(steps) == 1 + 2 * 19  # 600 samples / 32
+    assert steps[0] == "epoch,step,train_loss,lr,grad_norm" and len(steps) == 1 + 2 * 19  # 600 samples / 32
+    assert steps[1].endswith(",0.01,")  # the learning rate it used; no norm measured without clipping
     rows = list(csv.DictReader((folder / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert set(rows[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds"}

@@ -229,7 +229,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_a_finite_checkpoint(re
     (folder,) = Path("runs").iterdir()
     status = json.loads((folder / "run.json").read_text())
     assert status["status"] == "failed" and "epoch 2, step 6" in status["error"]
-    assert (folder / "steps.csv").read_text().splitlines()[-1] == "2,6,nan"
+    assert (folder / "steps.csv").read_text().splitlines()[-1] == "2,6,nan,,"
     saved = checkpoint.load(folder / "checkpoint.pt")
     assert saved["epoch"] == 2 and all(torch.isfinite(t).all() for t in saved["model"].values())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +109,36 @@ def test_bad_combinations_are_refused_before_anything_runs(overrides: list[str],
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert message in result.stderr
     assert "epoch 1/" not in result.stdout
+
+
+@pytest.mark.parametrize("scheduler", [["scheduler.name=cosine", "scheduler.warmup_steps=4"], ["scheduler.name=step", "scheduler.gamma=0.5"]])
+def test_a_run_stopped_mid_epoch_and_resumed_matches_an_uninterrupted_one(registry, tmp_path, monkeypatch, scheduler) -> None:
+    import torch.nn.functional as F
+
+    from mlrun import engine
+    from mlrun.runs import RunFolder
+
+    quiet = {"echo": lambda line: None, "progress": False}
+    overrides = [*SYNTHETIC, "train.epochs=4", "train.checkpoint_every_steps=7", *scheduler]
+    reference = engine.run(load_recipe(RECIPES / "summary.toml", registry, [*overrides, f"train.output_dir={tmp_path / 'ref'}"]), **quiet)
+
+    real_nll, calls = F.nll_loss, {"n": 0}
+
+    def dies_at_step_25(*args, **kwargs):  # mid-epoch 3, four steps after the checkpoint at step 21
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 25:
+                raise KeyboardInterrupt
+        return real_nll(*args, **kwargs)
+
+    monkeypatch.setattr(F, "nll_loss", dies_at_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(load_recipe(RECIPES / "summary.toml", registry, overrides), **quiet)
+    monkeypatch.setattr(F, "nll_loss", real_nll)
+    (folder,) = Path("runs").iterdir()  # the test runs in its own folder
+    resumed = engine.run(load_recipe(folder / "recipe.toml", registry), resume=RunFolder(folder), **quiet)
+    a = torch.load(reference.folder.path / "model.pt", weights_only=True)
+    b = torch.load(resumed.folder.path / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    assert [r["lr"] for r in reference.metrics] == [r["lr"] for r in resumed.metrics]
+    assert [r["train_loss"] for r in reference.metrics] == [r["train_loss"] for r in resumed.metrics]

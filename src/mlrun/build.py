@@ -62,6 +62,12 @@ def preflight(recipe: Recipe, *, new_run: bool = True, local_rank: int | None = 
     into its existing folder). Raises :class:`UsageError`; writes nothing.
     """
     device = select_device(recipe.train.device, local_rank=local_rank)
+    if recipe.train.precision == "16" and device.type != "cuda":
+        raise UsageError(
+            f"train.precision: '16' (float16 with a gradient scaler) needs a CUDA GPU, and this run "
+            f"trains on the {device.type.upper()}",
+            problems=['use precision = "bf16" (bfloat16 autocast works on CPUs) or "32"'],
+        )
     data_plan = batches.plan(recipe)
     if new_run:
         RunFolder.check_writable(recipe.train.output_dir)

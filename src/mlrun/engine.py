@@ -128,7 +128,7 @@ def _start_status(
         status = RunStatus(recipe=str(recipe.path), started=_now())
     owner = RunFolder.owner()
     status.status, status.pid, status.host = "running", owner["pid"], owner["host"]
-    status.device = str(trainer.built.device)
+    status.device, status.precision = str(trainer.built.device), trainer.settings.precision
     status.data_path, status.data_path_reason = trainer.data_plan.path, trainer.data_plan.reason
     status.extra["threads"] = trainer.threads  # intra-op CPU threads per process (train.threads)
     status.versions = versions(recipe)

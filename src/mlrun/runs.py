@@ -66,6 +66,8 @@ class RunStatus:
     pid: int | None = None
     host: str | None = None
     device: str | None = None
+    #: train.precision: "32", "bf16" or "16".
+    precision: str | None = None
     #: "memory" or "loader", and why.
     data_path: str | None = None
     data_path_reason: str | None = None
@@ -246,9 +248,18 @@ class RunFolder:
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path} is unreadable ({exc}); is this an mlrun run folder?") from exc
 
-    def write_step_losses(self, rows: Sequence[tuple[int, int, float]]) -> None:
-        """Save the training loss of every step as ``steps.csv`` (epoch, step, loss)."""
-        lines = ["epoch,step,train_loss"] + [f"{e},{s},{v!r}" for e, s, v in rows]
+    def write_step_losses(self, rows: Sequence[Sequence[float]]) -> None:
+        """Save every step as ``steps.csv``: epoch, step, training loss, learning rate, gradient norm.
+
+        The learning rate is the one the step used; the gradient norm (before clipping) is
+        measured only with ``train.clip_grad_norm``, and only on the batch that ends an
+        accumulation window: elsewhere the cell is empty.
+        """
+        lines = ["epoch,step,train_loss,lr,grad_norm"]
+        for epoch, step, loss, *rest in rows:
+            lr, norm = (list(rest) + [float("nan"), float("nan")])[:2]
+            cells = [f"{int(epoch)}", f"{int(step)}", repr(float(loss)), "" if lr != lr else repr(float(lr))]
+            lines.append(",".join([*cells, "" if norm != norm else repr(float(norm))]))
         atomic_write_text(self.path / STEPS_FILE, "\n".join(lines) + "\n")
 
     def save_weights(self, state_dict: Mapping[str, Any]) -> None:

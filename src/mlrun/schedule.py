@@ -17,10 +17,15 @@ from mlrun.errors import UsageError
 from mlrun.recipe import ComponentSpec, Recipe
 
 
-def steps_per_epoch(train_size: int, batch_size: int, world_size: int = 1) -> int:
-    """Optimizer steps in one epoch of one process (each process takes an equal share)."""
+def steps_per_epoch(train_size: int, batch_size: int, world_size: int = 1, accumulate: int = 1) -> int:
+    """Optimizer steps in one epoch of one process (each process takes an equal share).
+
+    With gradient accumulation a step takes ``accumulate`` batches; an epoch's last,
+    shorter window still makes a step.
+    """
     per_process = -(-train_size // world_size)
-    return max(1, -(-per_process // batch_size))
+    batches = -(-per_process // batch_size)
+    return max(1, -(-batches // accumulate))
 
 
 @dataclass
@@ -68,7 +73,7 @@ def build_schedule(recipe: Recipe, optimizer: Any, train_size: int, world_size: 
             f"'{recipe.optimizer.component.name}' built a {type(optimizer).__name__}",
             problems=["remove the [scheduler] section, or use an optimizer from torch.optim"],
         )
-    steps = steps_per_epoch(train_size, recipe.train.batch_size, world_size)
+    steps = steps_per_epoch(train_size, recipe.train.batch_size, world_size, recipe.train.accumulate_steps)
     scheduler = build_component(spec, optimizer=optimizer, steps_per_epoch=steps, epochs=recipe.train.epochs)
     component = spec.component
     monitor = spec.params.get("monitor") if getattr(component, "monitor", False) else None

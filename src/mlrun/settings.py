@@ -100,6 +100,17 @@ class TrainSettings(BaseModel):
     dist_timeout_s: int = Field(
         300, ge=10, description="seconds a distributed collective may wait before the job fails"
     )
+    precision: Literal["32", "bf16", "16"] = Field(
+        "32",
+        description="'32': float32 (exact, the default); 'bf16': autocast to bfloat16 (CPU or GPU); "
+        "'16': autocast to float16 with a gradient scaler (CUDA only)",
+    )
+    accumulate_steps: int = Field(
+        1, ge=1, description="batches whose gradients add up to one optimizer step (a larger effective batch)"
+    )
+    clip_grad_norm: float = Field(
+        0.0, ge=0, description="clip the global gradient norm to this before each step (0: no clipping)"
+    )
     flush_denormal: bool = Field(
         True, description="flush denormal floats to zero on the CPU (faster; changes tiny values)"
     )
@@ -108,6 +119,14 @@ class TrainSettings(BaseModel):
         description=f"CPU threads per process for each tensor operation while training "
         f"(torch.set_num_threads; changes the last bits); 'auto': {AUTO_THREADS}, never slowed 10x by a busy machine",
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: object) -> object:
+        # `precision = 16` and `train.precision=16` read as numbers; they mean the same as "16".
+        if isinstance(value, int) and not isinstance(value, bool) and value in (16, 32):
+            return str(value)
+        return value
 
     @field_validator("threads", mode="before")
     @classmethod

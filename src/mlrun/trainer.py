@@ -8,6 +8,7 @@ its checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -22,6 +23,7 @@ from mlrun import resume as resume_policy
 from mlrun.batches import Batch
 from mlrun.build import Built
 from mlrun.errors import MlrunError, UsageError
+from mlrun.precision import Precision
 from mlrun.recipe import Recipe
 from mlrun.runs import RunFolder
 from mlrun.settings import resolve_threads
@@ -104,6 +106,8 @@ class Trainer:
             len(built.train_set), shuffle=self.settings.shuffle, seed=self.settings.seed
         )
         self.position = Position()
+        self.precision = Precision(self.settings.precision, built.device)
+        self.step_lr, self.grad_norm = math.nan, math.nan  # of the latest step, for steps.csv
         self.recipe_record = resume_policy.recipe_record(recipe.to_dict())
         self.warnings: list[str] = []
         #: Intra-op CPU threads while :meth:`fit` runs (``train.threads``; recorded in run.json).
@@ -134,7 +138,10 @@ class Trainer:
             "loss_sum": p.loss_sum,
             "sample_count": p.sample_count,
             "metrics": p.metrics,
-            "step_losses": torch.tensor(p.step_losses, dtype=torch.float64).reshape(-1, 3),
+            "step_losses": torch.tensor(p.step_losses, dtype=torch.float64).reshape(-1, STEP_COLUMNS),
+            # Inside an accumulation window, the gradients added up so far are part of the state.
+            "window_grads": self._window_grads(),
+            "grad_scaler": self.precision.state_dict(),
         }
 
     def restore(self, state: dict[str, Any], changed: Sequence[str] = ()) -> None:
@@ -168,12 +175,22 @@ class Trainer:
             epoch=state["epoch"], step=state["step"], global_step=state["global_step"],
             indices=state["indices"], loss_sum=state["loss_sum"],
             sample_count=state["sample_count"], metrics=list(state["metrics"]),
-            step_losses=[(int(e), int(s), float(v)) for e, s, v in state["step_losses"].tolist()],
+            step_losses=[_step_row(row) for row in state["step_losses"].tolist()],
         )  # fmt: skip
+        grads = state.get("window_grads")
+        if grads is not None:
+            for param, grad in zip(self.built.model.parameters(), grads):
+                param.grad = None if grad is None else grad.to(param.device)
+        self.precision.load_state_dict(state.get("grad_scaler"))
         shares = state.get("loss_shares")
         if shares is not None and len(shares) == state.get("world_size", 1):
             loss_sum, count = shares[self.group.rank if self.group is not None else 0].tolist()
             self.position.loss_sum, self.position.sample_count = loss_sum, int(count)
+
+    def _window_grads(self) -> list[torch.Tensor | None] | None:
+        if self.position.step % self.settings.accumulate_steps == 0:
+            return None  # between windows: the next batch starts from zero gradients
+        return [None if p.grad is None else p.grad.detach().clone() for p in self.built.model.parameters()]
 
     def _check_fits(self, state: dict[str, Any]) -> None:
         """Refuse, before anything changes, a checkpoint from another world size or other data."""
@@ -250,7 +267,8 @@ class Trainer:
         p, built = self.position, self.built
         test_size = len(built.test_set)
         test_indices = self.group.eval_shard(test_size) if self.group else torch.arange(test_size)
-        sums = evaluate_sums(built.model, built.criterion, self.test_source.epoch(test_indices), built.device)
+        with self.precision.autocast():  # evaluated in the precision it trains in
+            sums = evaluate_sums(built.model, built.criterion, self.test_source.epoch(test_indices), built.device)
         loss_sum, sample_count = p.loss_sum, p.sample_count
         if self.group is not None:  # every rank saw part of the data: add the parts up
             loss_sum, sample_count, *sums = self.group.sum(loss_sum, sample_count, *sums)  # type: ignore[assignment]
@@ -278,11 +296,14 @@ class Trainer:
         assert p.indices is not None
         mine = self.group.shard(p.indices) if self.group else p.indices
         remaining = mine[p.step * settings.batch_size :]
+        batches = -(-len(mine) // settings.batch_size)
         bar = _progress_bar(p.epoch, settings.epochs, len(self.train_source), p.step) if self.show_bar else None
         self.forward_model.train()
         try:
             for inputs, labels in self.train_source.epoch(remaining):
-                value, stopping = self._step(inputs, labels, stop)
+                # A window ends after accumulate_steps batches, or with the epoch's last batch.
+                ends_window = (p.step + 1) % settings.accumulate_steps == 0 or p.step + 1 == batches
+                value, stopping = self._step(inputs, labels, stop, ends_window=ends_window)
                 self._count_step(value, len(labels))
                 if bar is not None:
                     bar.update(1)
@@ -295,28 +316,40 @@ class Trainer:
             if bar is not None:
                 bar.close()
 
-    def _step(self, inputs: torch.Tensor, labels: torch.Tensor, stop: StopRequests) -> tuple[float, bool]:
-        """One optimizer step; returns the loss and whether to stop after it.
+    def _step(
+        self, inputs: torch.Tensor, labels: torch.Tensor, stop: StopRequests, *, ends_window: bool
+    ) -> tuple[float, bool]:
+        """One batch: forward, loss, backward, and the optimizer step when it ends an accumulation window.
 
-        A non-finite loss (on any rank) stops before ``optimizer.step()``: the weights stay good.
+        Returns the loss and whether to stop after it. A non-finite loss (on any rank)
+        stops before ``optimizer.step()``: the weights stay good.
         """
-        built = self.built
+        built, window = self.built, self.settings.accumulate_steps
+        starts_window = self.position.step % window == 0
         inputs, labels = inputs.to(built.device), labels.to(built.device)
-        output = self.forward_model(inputs)  # forward pass
-        loss = built.criterion(output, labels)  # loss against the true labels
-        built.optimizer.zero_grad()  # clear gradients left by the previous step
-        loss.backward()  # compute gradients
+        # Under DDP, the inner batches of a window keep their gradients local (no all-reduce).
+        syncing = contextlib.nullcontext() if ends_window or self.group is None else self.forward_model.no_sync()  # type: ignore[operator]
+        with syncing:
+            with self.precision.autocast():
+                output = self.forward_model(inputs)  # forward pass
+                loss = built.criterion(output, labels)  # loss against the true labels
+            if starts_window:
+                built.optimizer.zero_grad()  # clear gradients left by the previous step
+            self.precision.backward(loss / window if window > 1 else loss)  # compute gradients
         value, stopping = self._agree(float(loss.detach()), stop)
         if not math.isfinite(value):
             p = self.position
-            p.step_losses.append((p.epoch, p.step + 1, value))
+            p.step_losses.append((p.epoch, p.step + 1, value, float("nan"), float("nan")))
             raise NonFiniteLoss(
                 f"non-finite loss at epoch {p.epoch}, step {p.step + 1} (loss = {value}); "
                 "training stopped before the weights were updated",
                 problems=self._non_finite_advice(),
             )
-        built.optimizer.step()  # update weights
-        built.schedule.after_step()  # per-step schedules move on (no-op without a scheduler)
+        self.step_lr = float(built.optimizer.param_groups[0]["lr"])
+        self.grad_norm = float("nan")
+        if ends_window:
+            self.grad_norm = self.precision.step(built.optimizer, built.model, self.settings.clip_grad_norm)  # update weights
+            built.schedule.after_step()  # per-step schedules move on (no-op without a scheduler)
         return value, stopping
 
     def _agree(self, value: float, stop: StopRequests) -> tuple[float, bool]:
@@ -336,7 +369,7 @@ class Trainer:
         p.global_step += 1
         p.loss_sum += value * samples
         p.sample_count += samples
-        p.step_losses.append((p.epoch, p.step, value))
+        p.step_losses.append((p.epoch, p.step, value, self.step_lr, self.grad_norm))
 
     def _non_finite_advice(self) -> list[str]:
         """What to do after a NaN: resume from the checkpoint if there is one, else start again."""
@@ -378,6 +411,17 @@ class Trainer:
             128 + signum,
             problems=[f"resume with: mlrun resume {self.folder.path}"],
         )
+
+
+#: A step row: epoch, step, loss, the learning rate it used, the gradient norm (NaN: not measured).
+STEP_COLUMNS = 5
+
+
+def _step_row(row: Sequence[float]) -> tuple[int, int, float, float, float]:
+    """A saved step row; checkpoints from before mlrun recorded lr and norms have 3 columns."""
+    epoch, step, loss, *rest = row
+    lr, norm = (list(rest) + [float("nan"), float("nan")])[:2]
+    return int(epoch), int(step), float(loss), float(lr), float(norm)
 
 
 def _progress_bar(epoch: int, epochs: int, total: int, done: int) -> Any:

@@ -62,7 +62,7 @@ def shape(line: str) -> str:
     """A run-log line with what differs from run to run masked: folders, device, numbers."""
     line = re.sub(r"(run folder: |metrics in )\S+", r"\1RUN_DIR", line)
     line = re.sub(r" on (cpu|cuda(:\d+)?|mps),", " on DEVICE,", line)
-    return re.sub(r"\d+(\.\d+)?", "N", line)
+    return re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", line)
 
 
 def general_shape(line: str) -> str:

@@ -11,13 +11,19 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test test-fast setup data bench clean
+.PHONY: run test test-fast lint setup data bench clean
 
 run: setup data
 	$(BIN)/mlrun recipes/summary.toml
 
-test: setup data
+test: setup data lint
 	$(BIN)/python -m pytest
+
+# ruff (lint and format) and mypy, configured in pyproject.toml; part of `make test`, so CI runs them.
+lint: setup
+	$(BIN)/ruff check src tests plugins bench
+	$(BIN)/ruff format --check src tests plugins bench
+	$(BIN)/mypy
 
 test-fast: setup data
 	$(BIN)/python -m pytest -m "not slow"

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 import mlrun
-from conftest import QUIET, RECIPES, REPO, SMALL_RECIPE, write_recipe
 from mlrun import api
 from mlrun.errors import MlrunError, UsageError
+
+from conftest import QUIET, RECIPES, REPO, SMALL_RECIPE, write_recipe
 
 DOC = REPO / "docs" / "api.md"
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=200", "train.epochs=1"]

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from conftest import QUIET, RECIPES
 from mlrun import batches, build, engine
 from mlrun.builtins import transforms as T
 from mlrun.errors import UsageError
 from mlrun.recipe import ComponentSpec, load_recipe
+
+from conftest import QUIET, RECIPES
 
 
 def per_sample_and_batch(recipe, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +31,9 @@ def per_sample_and_batch(recipe, *, train: bool) -> tuple[torch.Tensor, torch.Te
     [([], None), (["transforms.1.mean=[0.2860]", "transforms.1.std=[0.3530]"], None), ([], "flatten")],
     ids=["summary", "dataset-stats", "flatten"],
 )  # fmt: skip
-def test_batch_transforms_give_identical_tensors(registry, idx_root: Path, overrides: list[str], extra: str | None) -> None:
+def test_batch_transforms_give_identical_tensors(
+    registry, idx_root: Path, overrides: list[str], extra: str | None
+) -> None:
     recipe = load_recipe(RECIPES / "summary.toml", registry, [f"dataset.root={idx_root}", *overrides])
     if extra:
         recipe.transforms.append(ComponentSpec(registry.get("transform", extra), {}))
@@ -71,7 +74,10 @@ def test_auto_takes_the_memory_path_for_the_summary(registry, small_recipe: Path
 
 
 def test_random_transform_without_batch_version_falls_back_to_the_loader(registry, small_recipe: Path) -> None:
-    text = small_recipe.read_text().replace('[[transforms]]\nname = "to_tensor"', '[[transforms]]\nname = "random_rotation"\n\n[[transforms]]\nname = "to_tensor"')
+    text = small_recipe.read_text().replace(
+        '[[transforms]]\nname = "to_tensor"',
+        '[[transforms]]\nname = "random_rotation"\n\n[[transforms]]\nname = "to_tensor"',
+    )
     small_recipe.write_text(text)
     recipe = load_recipe(small_recipe, registry)
     chosen = batches.plan(recipe)
@@ -80,12 +86,17 @@ def test_random_transform_without_batch_version_falls_back_to_the_loader(registr
     engine.run(load_recipe(small_recipe, registry, ["train.epochs=1"]), echo=lines.append, progress=False)
     assert "data path: loader (transform 'random_rotation' has no batch version)" in lines
     forced = load_recipe(small_recipe, registry, ["train.data_path=memory"])  # validation does no I/O
-    with pytest.raises(UsageError, match="train.data_path: 'memory' is not possible: transform 'random_rotation' has no batch version"):
+    with pytest.raises(
+        UsageError, match="train.data_path: 'memory' is not possible: transform 'random_rotation' has no batch version"
+    ):
         build.preflight(forced)
 
 
 def test_random_transforms_with_batch_versions_stay_on_the_memory_path(registry, small_recipe: Path) -> None:
-    text = small_recipe.read_text().replace('[[transforms]]\nname = "to_tensor"', '[[transforms]]\nname = "random_crop"\n\n[[transforms]]\nname = "random_horizontal_flip"\n\n[[transforms]]\nname = "to_tensor"')
+    text = small_recipe.read_text().replace(
+        '[[transforms]]\nname = "to_tensor"',
+        '[[transforms]]\nname = "random_crop"\n\n[[transforms]]\nname = "random_horizontal_flip"\n\n[[transforms]]\nname = "to_tensor"',
+    )
     small_recipe.write_text(text)
     recipe = load_recipe(small_recipe, registry, ["train.epochs=1"])
     assert batches.plan(recipe).path == "memory"

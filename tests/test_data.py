@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from idx import write_dataset
 from mlrun.data import IdxDataset, has_files, resolve_root
 from mlrun.errors import UsageError
+
+from idx import write_dataset
 
 
 def spec_with_system_copy(system: Path) -> IdxDataset:

@@ -19,11 +19,12 @@ import pytest
 import torch
 
 import mlrun.data
+from mlrun.data import IdxDataset, has_files, resolve_root
+from mlrun.errors import UsageError
+from mlrun.idx import read_split
+
 from conftest import RECIPES, run_cli
 from idx import make_images, write_dataset, write_idx
-from mlrun.data import IdxDataset, has_files, resolve_root
-from mlrun.idx import read_split
-from mlrun.errors import UsageError
 
 SUMMARY = str(RECIPES / "summary.toml")
 FILES = IdxDataset(title="x", folder="x").files
@@ -198,7 +199,9 @@ BAD_IDX = {
 
 
 @pytest.mark.parametrize("case", list(BAD_IDX))
-def test_a_bad_idx_file_is_an_error_naming_it_without_allocating(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_idx_file_is_an_error_naming_it_without_allocating(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     which, content, expected = BAD_IDX[case]
     image_file, label_file = tmp_path / "train-images-idx3-ubyte", tmp_path / "train-labels-idx1-ubyte"
     write_idx(image_file, IMAGES)

@@ -58,7 +58,9 @@ def test_two_processes_train_in_sync(small_recipe: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_a_failing_rank_ends_the_job_with_its_error(small_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_rank_ends_the_job_with_its_error(
+    small_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = tmp_path / "site"
     site.mkdir()
     install_fake(site, "mlrun-fake-failing", RANK_ONE_FAILS)

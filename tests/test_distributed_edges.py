@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPES, run_cli
 from mlrun import distributed
 from mlrun.cli import main
 from mlrun.errors import UsageError
+
+from conftest import RECIPES, run_cli
 
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=200"]
 LINUX = sys.platform.startswith("linux")

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 import mlrun
-from conftest import QUIET, RECIPES, REPO, SMALL_RECIPE, write_recipe
 from mlrun import hookspecs
 from mlrun.cli import main
+
+from conftest import QUIET, RECIPES, REPO, SMALL_RECIPE, write_recipe
 
 # writing-plugins.md's commands need its example package installed: tests/test_writing_plugins.py
 DOCS = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "writing-plugins.md")]
@@ -105,7 +106,11 @@ TRAINING = [(doc, command) for doc, command in COMMANDS if is_training(command)]
     ids=[c for _, c in TRAINING],
 )
 def test_documented_training_commands_train_and_print_the_documented_log(
-    doc: str, command: str, idx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    doc: str,
+    command: str,
+    idx_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Each training command in the docs trains for real (small data) and prints lines of the documented shapes."""

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUIET, RECIPES
 from mlrun import build, engine, trainer
-from mlrun.errors import MlrunError, UsageError
 from mlrun.builtins import datasets
+from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import ComponentSpec, load_recipe
+
+from conftest import QUIET, RECIPES
 
 
 def test_training_learns_and_writes_the_run_folder(registry, small_recipe: Path) -> None:
@@ -104,7 +105,9 @@ def test_unwritable_output_dir_is_found_before_training(registry, small_recipe: 
 
 
 def test_a_model_that_does_not_fit_the_data_fails_before_any_output(registry, small_recipe: Path) -> None:
-    recipe = load_recipe(small_recipe, registry, ["model.name=mlp", "model.input_size=100", "criterion.name=cross_entropy"])
+    recipe = load_recipe(
+        small_recipe, registry, ["model.name=mlp", "model.input_size=100", "criterion.name=cross_entropy"]
+    )
     with pytest.raises(UsageError) as info:
         engine.run(recipe, **QUIET)
     message = str(info.value)
@@ -120,8 +123,12 @@ def test_a_factory_that_raises_names_its_component_and_plugin(registry, small_re
         raise RuntimeError("out of cheese")
 
     spec = recipe.model
-    recipe.model = ComponentSpec(dataclasses.replace(spec.entry, component=dataclasses.replace(spec.component, factory=broken)), {})
-    with pytest.raises(MlrunError, match="could not build model 'classifier' \\(from built-in\\): RuntimeError: out of cheese"):
+    recipe.model = ComponentSpec(
+        dataclasses.replace(spec.entry, component=dataclasses.replace(spec.component, factory=broken)), {}
+    )
+    with pytest.raises(
+        MlrunError, match="could not build model 'classifier' \\(from built-in\\): RuntimeError: out of cheese"
+    ):
         engine.run(recipe, **QUIET)
     assert not Path("runs").exists()
 

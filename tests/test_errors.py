@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPES, write_recipe
 from mlrun.cli import main
+
+from conftest import RECIPES, write_recipe
 
 SUMMARY = str(RECIPES / "summary.toml")
 
@@ -51,7 +52,7 @@ def test_directory(capsys, tmp_path: Path) -> None:
 
 def test_not_utf8(capsys, tmp_path: Path) -> None:
     path = tmp_path / "latin1.toml"
-    path.write_bytes(b"[model]\nname = \"caf\xe9\"\n")
+    path.write_bytes(b'[model]\nname = "caf\xe9"\n')
     assert f"{path}:2: not UTF-8 text (byte 0xe9)" in fails(capsys, "run", str(path))
 
 
@@ -174,7 +175,9 @@ def test_cuda_without_gpu(capsys) -> None:
     if torch.cuda.is_available():  # pragma: no cover - only on a GPU machine
         assert main(["check", SUMMARY, "train.device=cuda"]) == 0
         return
-    assert "train.device: 'cuda' was requested but no CUDA GPU is available here" in fails(capsys, "run", SUMMARY, "train.device=cuda")
+    assert "train.device: 'cuda' was requested but no CUDA GPU is available here" in fails(
+        capsys, "run", SUMMARY, "train.device=cuda"
+    )
 
 
 # 13. data not found offline; data root not writable

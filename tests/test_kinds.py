@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RECIPES, run_cli, write_recipe
-from plugin_fakes import install_fake
 
 from mlrun import Component, Dataset, Model
 from mlrun.components import BUILTIN_KINDS, kind_problem
+
+from conftest import RECIPES, run_cli, write_recipe
+from plugin_fakes import install_fake
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,7 +82,9 @@ def test_a_plugin_kind_has_a_validated_recipe_section(widget_env: dict[str, str]
     resolved = tomllib.loads(checked.stdout.split("\n", 1)[1])
     assert resolved["widgets"] == [{"name": "gear", "teeth": 30}]  # the resolved recipe keeps it
 
-    bad = write_recipe(tmp_path / "bad.toml", base + '\n[[widgets]]\nname = "geer"\n\n[[widgets]]\nname = "gear"\nteeth = 0\n')
+    bad = write_recipe(
+        tmp_path / "bad.toml", base + '\n[[widgets]]\nname = "geer"\n\n[[widgets]]\nname = "gear"\nteeth = 0\n'
+    )
     refused = run_cli("check", str(bad), env=widget_env)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "widgets.0.name: unknown widget 'geer' — did you mean 'gear'?" in refused.stderr
@@ -89,7 +92,9 @@ def test_a_plugin_kind_has_a_validated_recipe_section(widget_env: dict[str, str]
 
 
 def test_without_the_plugin_its_section_is_unknown(tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path / "r.toml", (RECIPES / "summary.toml").read_text() + '\n[[widgets]]\nname = "gear"\n')
+    recipe = write_recipe(
+        tmp_path / "r.toml", (RECIPES / "summary.toml").read_text() + '\n[[widgets]]\nname = "gear"\n'
+    )
     result = run_cli("check", str(recipe))
     assert result.returncode == 2 and "widgets: unknown section" in result.stderr
 
@@ -97,8 +102,15 @@ def test_without_the_plugin_its_section_is_unknown(tmp_path: Path) -> None:
 def test_an_unsound_kind_fails_only_its_plugin(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    install_fake(site, "mlrun-nohook", WIDGET_PLUGIN.replace('section: ClassVar[str] = "widgets"', 'section: ClassVar[str] = "model"'))
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "MLRUN_DISABLE_PLUGIN_AUTOLOAD": "0"}
+    install_fake(
+        site,
+        "mlrun-nohook",
+        WIDGET_PLUGIN.replace('section: ClassVar[str] = "widgets"', 'section: ClassVar[str] = "model"'),
+    )
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "MLRUN_DISABLE_PLUGIN_AUTOLOAD": "0",
+    }
     plugins = json.loads(run_cli("plugins", "--json", env=env).stdout)
     (mine,) = [p for p in plugins if p["name"] == "mlrun_nohook"]
     assert mine["status"] == "failed"
@@ -111,7 +123,14 @@ def test_the_built_in_kinds_are_sound_declarations() -> None:
     for cls in BUILTIN_KINDS:
         assert kind_problem(cls, known) is None, cls
         known[cls.kind] = cls
-    assert [cls.section for cls in BUILTIN_KINDS] == ["dataset", "transforms", "model", "criterion", "optimizer", "scheduler"]
+    assert [cls.section for cls in BUILTIN_KINDS] == [
+        "dataset",
+        "transforms",
+        "model",
+        "criterion",
+        "optimizer",
+        "scheduler",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -119,8 +138,14 @@ def test_the_built_in_kinds_are_sound_declarations() -> None:
     [
         (Model, "kind 'model' is already declared"),
         (type("Loose", (), {}), "must be a subclass of mlrun.Component"),
-        (type("Bad", (Dataset,), {"kind": "bad", "hook": "Register Bad", "section": "bads"}), "hook must be a lowercase name"),
-        (type("Clash", (Dataset,), {"kind": "clash", "hook": "register_clash", "section": "train"}), "[train] is already taken"),
+        (
+            type("Bad", (Dataset,), {"kind": "bad", "hook": "Register Bad", "section": "bads"}),
+            "hook must be a lowercase name",
+        ),
+        (
+            type("Clash", (Dataset,), {"kind": "clash", "hook": "register_clash", "section": "train"}),
+            "[train] is already taken",
+        ),
     ],
 )
 def test_unsound_kind_declarations_are_named(declaration: type, problem: str) -> None:

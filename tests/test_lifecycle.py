@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET, RECIPES, run_cli
+
 from mlrun import checkpoint, engine
 from mlrun.recipe import load_recipe
-from mlrun.runs import RunFolder
 from mlrun.stopping import NonFiniteLoss
+
+from conftest import QUIET, RECIPES, run_cli
 
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=640", "train.batch_size=32"]
 
@@ -171,7 +172,7 @@ def test_runs_tells_a_killed_run_from_a_live_one() -> None:
     assert status_of(folder)["status"] == "running"  # what kill -9 leaves behind
     listing = run_cli("runs")
     assert f"{folder.name}  died" in listing.stdout, listing.stdout
-    assert f"ended without finishing" in listing.stdout and f"mlrun resume {folder}" in listing.stdout
+    assert "ended without finishing" in listing.stdout and f"mlrun resume {folder}" in listing.stdout
 
 
 @pytest.mark.slow

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import QUIET, RECIPES, run_cli
 
 from mlrun import checkpoint, engine
 from mlrun.recipe import load_recipe
 from mlrun.runs import RunFolder
+
+from conftest import QUIET, RECIPES, run_cli
 
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=320", "train.batch_size=32"]  # 10 batches per epoch
 

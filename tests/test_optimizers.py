@@ -10,11 +10,12 @@ from pathlib import Path
 import annotated_types
 import pytest
 import torch
-from conftest import RECIPES, run_cli
 
 from mlrun.builtins import optimizers
 from mlrun.params import parameters, validate_params
 from mlrun.recipe import ComponentSpec
+
+from conftest import RECIPES, run_cli
 
 ALL = {"sgd", "adam", "adamw", "rmsprop", "radam", "nadam", "adagrad", "adadelta", "adamax", "asgd"}
 GENERATED = {name: getattr(torch.optim, cls) for name, cls, _ in optimizers.GENERATED}

@@ -111,7 +111,9 @@ def test_plotting_needs_no_display_and_leaves_pyplot_alone(tmp_path: Path) -> No
         "print('pyplot' if 'matplotlib.pyplot' in sys.modules else 'no pyplot')"
     )
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "no pyplot"
     open_png(tmp_path / "cm.png")

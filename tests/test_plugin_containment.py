@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPES, run_cli
 from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.registry import build_registry
+
+from conftest import RECIPES, run_cli
 from plugin_fakes import GOOD_MODEL, install_fake
 
 EXITS = """

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 import mlrun
-from conftest import RECIPES, run_cli
 from mlrun.errors import PluginError
 from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.registry import LookupProblem, build_registry
+
+from conftest import RECIPES, run_cli
 from plugin_fakes import BAD_SIGNATURE, BROKEN_IMPORT, GOOD_MODEL, MISSPELLED_HOOK, RAISING_HOOK, install_fake
 
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import QUIET, SMALL_RECIPE, write_recipe
 from mlrun import engine, evaluation, predict
 from mlrun.builtins.datasets import FASHION_MNIST_CLASSES
 from mlrun.errors import UsageError
 from mlrun.recipe import load_recipe
+
+from conftest import QUIET, SMALL_RECIPE, write_recipe
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -78,7 +79,10 @@ def test_predict_by_index_prints_top_k_and_writes_pngs(registry, trained, tmp_pa
     lines: list[str] = []
     results = predict.predict(run_dir, [], [12, 0], top_k=10, registry=registry, echo=lines.append)
     assert [r.source for r in results] == ["test sample 12", "test sample 0"]
-    assert [r.png for r in results] == [run_dir / "predictions" / "index-12.png", run_dir / "predictions" / "index-0.png"]
+    assert [r.png for r in results] == [
+        run_dir / "predictions" / "index-12.png",
+        run_dir / "predictions" / "index-0.png",
+    ]
     for result in results:
         assert len(result.probabilities) == 10
         assert abs(sum(result.probabilities) - 1) < 1e-5
@@ -119,7 +123,11 @@ def test_predict_resizes_colour_jpegs_and_keeps_names_apart(registry, trained, i
     big.save(tmp_path / "a" / "item.jpg", format="JPEG")
     big.save(tmp_path / "b" / "item.png")
     results = predict.predict(
-        run_dir, [tmp_path / "a" / "item.jpg", tmp_path / "b" / "item.png"], [], registry=registry, echo=lambda line: None
+        run_dir,
+        [tmp_path / "a" / "item.jpg", tmp_path / "b" / "item.png"],
+        [],
+        registry=registry,
+        echo=lambda line: None,
     )
     assert [r.png.name for r in results] == ["item.png", "item-2.png"]  # the second does not overwrite the first
     for result in results:
@@ -157,7 +165,9 @@ def test_class_names_fall_back_to_indices() -> None:
 def test_synthetic_dataset_without_class_names_uses_indices(registry, tmp_path: Path) -> None:
     recipe_path = write_recipe(
         tmp_path / "synthetic.toml",
-        SMALL_RECIPE.format(root="unused").replace('name = "fashion_mnist"\nroot = "unused"', 'name = "synthetic"\nsize = 200\nnum_classes = 4'),
+        SMALL_RECIPE.format(root="unused").replace(
+            'name = "fashion_mnist"\nroot = "unused"', 'name = "synthetic"\nsize = 200\nnum_classes = 4'
+        ),
     )
     # The dataset names no classes and the model has 10 outputs: the names are the indices 0..9.
     recipe = load_recipe(recipe_path, registry, ["train.epochs=1", "train.batch_size=100"])
@@ -257,7 +267,12 @@ def test_folders_that_are_not_finished_runs(registry, trained, tmp_path: Path) -
 def test_bad_predict_inputs_are_usage_errors_and_write_nothing(registry, trained, tmp_path: Path) -> None:
     run_dir = copy_run(trained("log_probs"), tmp_path)
     quiet = {"registry": registry, "echo": lambda line: None}
-    with pytest.raises(UsageError, match=re.escape("index 200 is out of range: the test split of dataset 'fashion_mnist' has 200 samples (valid: 0..199)")):
+    with pytest.raises(
+        UsageError,
+        match=re.escape(
+            "index 200 is out of range: the test split of dataset 'fashion_mnist' has 200 samples (valid: 0..199)"
+        ),
+    ):
         predict.predict(run_dir, [], [3, 200], **quiet)
     with pytest.raises(UsageError, match="index -1 is out of range"):
         predict.predict(run_dir, [], [-1], **quiet)

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from conftest import RECIPES, write_recipe
 from mlrun.errors import UsageError
 from mlrun.recipe import load_recipe
 from mlrun.recipe_file import parse_override
+
+from conftest import RECIPES, write_recipe
 
 
 def problems_of(path: Path, registry, overrides: tuple[str, ...] = ()) -> list[str]:
@@ -83,7 +84,9 @@ def test_unknown_parameter_gets_did_you_mean_and_accepted_list(registry) -> None
 
 
 def test_every_problem_is_reported_with_file_and_key(registry, tmp_path: Path) -> None:
-    path = write_recipe(tmp_path / "bad.toml", """
+    path = write_recipe(
+        tmp_path / "bad.toml",
+        """
 [dataset]
 name = "fashion_mnistt"
 [model]
@@ -97,7 +100,8 @@ lr = "0.01"
 epochs = "ten"
 [trian]
 x = 1
-""")
+""",
+    )
     lines = problems_of(path, registry)
     assert lines[0] == f"{path}: 4 problems found; nothing was run"
     text = "\n".join(lines)
@@ -108,13 +112,18 @@ x = 1
 
 
 def test_missing_section_lists_the_choices(registry, tmp_path: Path) -> None:
-    path = write_recipe(tmp_path / "nomodel.toml", '[dataset]\nname="mnist"\n[criterion]\nname="nll"\n[optimizer]\nname="sgd"\n')
+    path = write_recipe(
+        tmp_path / "nomodel.toml", '[dataset]\nname="mnist"\n[criterion]\nname="nll"\n[optimizer]\nname="sgd"\n'
+    )
     lines = problems_of(path, registry)
     assert any("missing section [model]" in line and "classifier" in line for line in lines)
 
 
 def test_import_paths_are_rejected(registry, tmp_path: Path) -> None:
-    path = write_recipe(tmp_path / "evil.toml", (RECIPES / "summary.toml").read_text().replace('name = "adam"', 'name = "torch.optim.AdamW"'))
+    path = write_recipe(
+        tmp_path / "evil.toml",
+        (RECIPES / "summary.toml").read_text().replace('name = "adam"', 'name = "torch.optim.AdamW"'),
+    )
     lines = problems_of(path, registry)
     assert any("optimizer.name: 'torch.optim.AdamW' looks like an import path" in line for line in lines)
 

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import REPO  # noqa: E402
-
 import mlrun  # noqa: E402
-from mlrun.params import format_value, parameters  # noqa: E402
 from mlrun.components import BUILTIN_KINDS  # noqa: E402
+from mlrun.params import format_value, parameters  # noqa: E402
 from mlrun.recipe import TRAIN_SECTION  # noqa: E402
 from mlrun.settings import train_reference  # noqa: E402
+
+from conftest import REPO  # noqa: E402
 
 DOC = REPO / "docs" / "recipes.md"
 
@@ -67,6 +67,11 @@ def test_every_section_is_documented() -> None:
 if __name__ == "__main__":
     text = DOC.read_text()
     for name, render in GENERATED.items():
-        text = re.sub(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", lambda m: m.group(1) + render() + "\n" + m.group(2), text, flags=re.S)
+        text = re.sub(
+            rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)",
+            lambda m: m.group(1) + render() + "\n" + m.group(2),
+            text,
+            flags=re.S,
+        )
     DOC.write_text(text)
     print(f"updated {DOC}")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPES
 from mlrun.recipe import load_recipe
+
+from conftest import RECIPES
 
 BUILTIN_ONLY = sorted(p for p in RECIPES.glob("*.toml") if p.stem != "convnet")
 

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUIET
 from mlrun import checkpoint, engine, files, trainer
 from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import ComponentSpec, load_recipe
 from mlrun.runs import RunFolder
 from mlrun.stopping import NonFiniteLoss
+
+from conftest import QUIET
 
 LONG = ["train.epochs=40", "train.checkpoint_every_steps=7"]
 
@@ -91,7 +92,9 @@ def wait_for_checkpoint(process: subprocess.Popen[str]) -> Path:
 
 
 @pytest.mark.slow
-def test_kill_9_at_a_random_moment_then_resume_gives_the_same_weights(registry, small_recipe: Path, tmp_path: Path) -> None:
+def test_kill_9_at_a_random_moment_then_resume_gives_the_same_weights(
+    registry, small_recipe: Path, tmp_path: Path
+) -> None:
     expected = reference(registry, small_recipe, tmp_path, LONG)
     rng = random.Random()
     for _attempt in range(5):
@@ -116,7 +119,9 @@ def test_kill_9_at_a_random_moment_then_resume_gives_the_same_weights(registry, 
 
 
 @pytest.mark.slow
-def test_sigint_saves_a_checkpoint_prints_the_resume_command_and_resume_completes(registry, small_recipe: Path, tmp_path: Path) -> None:
+def test_sigint_saves_a_checkpoint_prints_the_resume_command_and_resume_completes(
+    registry, small_recipe: Path, tmp_path: Path
+) -> None:
     expected = reference(registry, small_recipe, tmp_path, LONG)
     process = start(small_recipe)
     folder = wait_for_checkpoint(process)
@@ -144,7 +149,9 @@ def test_sigterm_exits_143(small_recipe: Path) -> None:
     assert process.returncode == 143 and "SIGTERM: stopped at epoch" in err
 
 
-def test_failed_checkpoint_write_is_reported_and_the_previous_one_survives(registry, small_recipe: Path, monkeypatch) -> None:
+def test_failed_checkpoint_write_is_reported_and_the_previous_one_survives(
+    registry, small_recipe: Path, monkeypatch
+) -> None:
     real_write, real_fsync = files.atomic_write, os.fsync
     state = {"checkpoints": 0}
 
@@ -152,6 +159,7 @@ def test_failed_checkpoint_write_is_reported_and_the_previous_one_survives(regis
         if path.name == "checkpoint.pt":
             state["checkpoints"] += 1
             if state["checkpoints"] == 2:
+
                 def no_space(fd):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -221,7 +229,9 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_a_finite_checkpoint(re
     import dataclasses
 
     entry = recipe.criterion.entry
-    recipe.criterion = ComponentSpec(dataclasses.replace(entry, component=dataclasses.replace(entry.component, factory=nan_at_step_25)), {})
+    recipe.criterion = ComponentSpec(
+        dataclasses.replace(entry, component=dataclasses.replace(entry.component, factory=nan_at_step_25)), {}
+    )
     with pytest.raises(NonFiniteLoss) as info:
         engine.run(recipe, **QUIET)
     assert info.value.exit_code == 1

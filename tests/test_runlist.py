@@ -7,16 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUIET
 from mlrun import engine, runlist
 from mlrun.errors import UsageError
 from mlrun.recipe import load_recipe
+
+from conftest import QUIET
 
 METRICS_HEADER = "epoch,train_loss,test_loss,test_accuracy,seconds\n"
 
 
 def make_run(
-    root: Path, name: str, status: object | None = None, accuracies: list[float] | None = None,
+    root: Path,
+    name: str,
+    status: object | None = None,
+    accuracies: list[float] | None = None,
     epochs: int | None = None,
 ) -> Path:
     """A hand-made run folder; each file is written only when given."""
@@ -44,12 +48,23 @@ def test_a_real_run_is_listed(registry, small_recipe: Path) -> None:
     table = runlist.format_runs([summary])
     assert table.splitlines()[0].split() == ["RUN", "STATUS", "RECIPE", "EPOCHS", "BEST_ACC", "FINAL_ACC"]
     assert table.splitlines()[1].split() == [
-        summary.name, "completed", str(small_recipe), "1/1", f"{result.final_accuracy:.4f}", f"{result.final_accuracy:.4f}"
+        summary.name,
+        "completed",
+        str(small_recipe),
+        "1/1",
+        f"{result.final_accuracy:.4f}",
+        f"{result.final_accuracy:.4f}",
     ]
 
 
 def test_best_and_final_accuracy_and_progress(tmp_path: Path) -> None:
-    make_run(tmp_path, "summary-20261130-120000", {"status": "running", "recipe": "recipes/summary.toml"}, [0.81, 0.86, 0.84], epochs=5)
+    make_run(
+        tmp_path,
+        "summary-20261130-120000",
+        {"status": "running", "recipe": "recipes/summary.toml"},
+        [0.81, 0.86, 0.84],
+        epochs=5,
+    )
     [run] = runlist.list_runs(tmp_path)
     assert run.status == "running" and run.recipe == "recipes/summary.toml"
     assert (run.epochs_done, run.epochs_planned) == (3, 5)
@@ -74,10 +89,21 @@ def test_broken_and_partial_folders_are_listed_not_fatal(tmp_path: Path) -> None
 
     runs = {r.name: r for r in runlist.list_runs(tmp_path)}
     assert sorted(runs) == [
-        "a-20261130-100000", "b-20261130-100001", "c-20261130-100002", "d-20261130-100003",
-        "e-20261130-100004", "f-20261130-100005", "f-20261130-100006",
+        "a-20261130-100000",
+        "b-20261130-100001",
+        "c-20261130-100002",
+        "d-20261130-100003",
+        "e-20261130-100004",
+        "f-20261130-100005",
+        "f-20261130-100006",
     ]
-    for name in ("a-20261130-100000", "b-20261130-100001", "c-20261130-100002", "d-20261130-100003", "f-20261130-100006"):
+    for name in (
+        "a-20261130-100000",
+        "b-20261130-100001",
+        "c-20261130-100002",
+        "d-20261130-100003",
+        "f-20261130-100006",
+    ):
         assert runs[name].status == runlist.UNREADABLE
     assert "run.json: invalid JSON (line 1" in runs["a-20261130-100000"].problems[0]
     assert runs["a-20261130-100000"].final_accuracy == 0.5  # the metrics still count
@@ -109,7 +135,10 @@ def test_runs_are_listed_oldest_first(tmp_path: Path) -> None:
     for name in ("zeta-20261130-090000", "alpha-20261130-110000", "alpha-20261130-090000-1", "alpha-20261130-090000"):
         make_run(tmp_path, name, {"status": "completed"})
     assert [r.name for r in runlist.list_runs(tmp_path)] == [
-        "alpha-20261130-090000", "zeta-20261130-090000", "alpha-20261130-090000-1", "alpha-20261130-110000",
+        "alpha-20261130-090000",
+        "zeta-20261130-090000",
+        "alpha-20261130-090000-1",
+        "alpha-20261130-110000",
     ]
 
 
@@ -127,7 +156,13 @@ def test_run_status_reads_old_partial_and_hand_edited_run_json() -> None:
     from mlrun.runs import RunStatus
 
     old = RunStatus.from_json('{"status": "completed", "recipe": "r.toml", "final": {"test_accuracy": 0.9}}')
-    assert (old.status, old.recipe, old.final, old.pid, old.resumed) == ("completed", "r.toml", {"test_accuracy": 0.9}, None, [])
+    assert (old.status, old.recipe, old.final, old.pid, old.resumed) == (
+        "completed",
+        "r.toml",
+        {"test_accuracy": 0.9},
+        None,
+        [],
+    )
     odd = RunStatus.from_json('{"status": 3, "pid": true, "warnings": "x", "later_field": {"a": 1}}')
     assert (odd.status, odd.pid, odd.warnings) == (None, None, [])  # wrong types read as unset
     assert odd.to_dict() == {"later_field": {"a": 1}}  # unknown fields are kept and written back

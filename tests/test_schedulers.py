@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RECIPES, run_cli
 from torch.optim import lr_scheduler
 
 from mlrun.build import build
 from mlrun.recipe import load_recipe
 from mlrun.schedule import steps_per_epoch
+
+from conftest import RECIPES, run_cli
 
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=320", "train.batch_size=32"]  # 10 steps per epoch
 EPOCHS = 6
@@ -97,9 +98,15 @@ def test_steps_per_epoch_counts_one_process_s_share() -> None:
     ("overrides", "message"),
     [
         (["scheduler.name=one_cycle"], "scheduler.max_lr: required parameter of scheduler 'one_cycle' is missing"),
-        (["scheduler.name=cosine", "scheduler.warmup_epochs=6"], "the warmup (60 optimizer steps) is as long as the run"),
+        (
+            ["scheduler.name=cosine", "scheduler.warmup_epochs=6"],
+            "the warmup (60 optimizer steps) is as long as the run",
+        ),
         (["scheduler.name=step", "scheduler.warmup_epochs=9"], "the warmup (9 epochs) is as long as the run"),
-        (["scheduler.name=cosine", "scheduler.warmup_epochs=1", "scheduler.warmup_steps=3"], "warmup_steps or warmup_epochs, not both"),
+        (
+            ["scheduler.name=cosine", "scheduler.warmup_epochs=1", "scheduler.warmup_steps=3"],
+            "warmup_steps or warmup_epochs, not both",
+        ),
         (["scheduler.name=multistep", "scheduler.milestones=[5, 2]"], "milestones must be increasing"),
         (["scheduler.name=cosin"], "unknown scheduler 'cosin' — did you mean 'cosine'?"),
     ],
@@ -111,8 +118,12 @@ def test_bad_combinations_are_refused_before_anything_runs(overrides: list[str],
     assert "epoch 1/" not in result.stdout
 
 
-@pytest.mark.parametrize("scheduler", [["scheduler.name=cosine", "scheduler.warmup_steps=4"], ["scheduler.name=step", "scheduler.gamma=0.5"]])
-def test_a_run_stopped_mid_epoch_and_resumed_matches_an_uninterrupted_one(registry, tmp_path, monkeypatch, scheduler) -> None:
+@pytest.mark.parametrize(
+    "scheduler", [["scheduler.name=cosine", "scheduler.warmup_steps=4"], ["scheduler.name=step", "scheduler.gamma=0.5"]]
+)
+def test_a_run_stopped_mid_epoch_and_resumed_matches_an_uninterrupted_one(
+    registry, tmp_path, monkeypatch, scheduler
+) -> None:
     import torch.nn.functional as F
 
     from mlrun import engine
@@ -120,7 +131,9 @@ def test_a_run_stopped_mid_epoch_and_resumed_matches_an_uninterrupted_one(regist
 
     quiet = {"echo": lambda line: None, "progress": False}
     overrides = [*SYNTHETIC, "train.epochs=4", "train.checkpoint_every_steps=7", *scheduler]
-    reference = engine.run(load_recipe(RECIPES / "summary.toml", registry, [*overrides, f"train.output_dir={tmp_path / 'ref'}"]), **quiet)
+    reference = engine.run(
+        load_recipe(RECIPES / "summary.toml", registry, [*overrides, f"train.output_dir={tmp_path / 'ref'}"]), **quiet
+    )
 
     real_nll, calls = F.nll_loss, {"n": 0}
 

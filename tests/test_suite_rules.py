@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import conftest
 import mlrun.data
+
+import conftest
 
 
 @pytest.fixture
@@ -56,9 +57,7 @@ def test_a_real_data_test_runs_only_when_the_data_is_there() -> None:
 @pytest.mark.slow
 def test_the_real_data_tests_skip_here_and_fail_in_ci_without_the_data(tmp_path: Path) -> None:
     """The whole wiring: pytest on tests/test_real_data.py, with a plugin that hides the data."""
-    (tmp_path / "hide_real_data.py").write_text(
-        "import mlrun.data\nmlrun.data.find_system_copy = lambda spec: None\n"
-    )
+    (tmp_path / "hide_real_data.py").write_text("import mlrun.data\nmlrun.data.find_system_copy = lambda spec: None\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     command = [sys.executable, "-m", "pytest", "-p", "hide_real_data", "-p", "no:cacheprovider", "-rsf",
                str(conftest.REPO / "tests" / "test_real_data.py")]  # fmt: skip

@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from conftest import QUIET, REPO
 from mlrun import engine
 from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import load_recipe
 from mlrun.settings import AUTO_THREADS, TrainSettings, resolve_threads
+
+from conftest import QUIET, REPO
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import pytest
 import torch
 from pydantic import AllowInfNan
 
-from conftest import RECIPES, run_cli, write_recipe
 from mlrun import Model, build, engine, predict
 from mlrun.cli import main
 from mlrun.errors import UsageError
@@ -31,6 +30,8 @@ from mlrun.params import validate_params
 from mlrun.recipe import load_recipe
 from mlrun.recipe_file import MAX_NESTING
 from mlrun.settings import run_name_from, safe_run_name
+
+from conftest import RECIPES, run_cli, write_recipe
 
 SUMMARY = str(RECIPES / "summary.toml")
 #: `S` of the issue: the Summary recipe on generated data (no download), one epoch.
@@ -73,7 +74,9 @@ RUN_NAMES = {
 
 
 @pytest.mark.parametrize("command", ["check", "run"])
-@pytest.mark.parametrize("name", list(RUN_NAMES), ids=["dotdot", "absolute", "dot", "hidden", "slash", "backslash", "newline", "long"])
+@pytest.mark.parametrize(
+    "name", list(RUN_NAMES), ids=["dotdot", "absolute", "dot", "hidden", "slash", "backslash", "newline", "long"]
+)
 def test_unsafe_run_name_is_refused(capsys, tmp_path: Path, command: str, name: str) -> None:
     # output_dir two levels down: '../../escaped' would land in tmp_path itself.
     err = fails(capsys, command, *S, "train.output_dir=out/runs", f"train.run_name={name}")

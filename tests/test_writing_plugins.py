@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, pip_install_editable
 from mlrun import hookspecs
+
+from conftest import REPO, pip_install_editable
 
 GUIDE = REPO / "docs" / "writing-plugins.md"
 

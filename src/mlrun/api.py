@@ -109,9 +109,7 @@ def resume(
     return engine.run(loaded, echo=echo, progress=progress, resume=folder, force=force)
 
 
-def _load(
-    recipe: str | Path, overrides: Sequence[str], registry: Registry | None, data: str | Path | None
-) -> Recipe:
+def _load(recipe: str | Path, overrides: Sequence[str], registry: Registry | None, data: str | Path | None) -> Recipe:
     from mlrun.recipe import load_recipe
 
     if isinstance(overrides, (str, bytes)):

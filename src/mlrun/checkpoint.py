@@ -35,9 +35,9 @@ def capture_rng() -> dict[str, Any]:
         import numpy
     except ImportError:  # pragma: no cover - numpy comes with torchvision
         return state
-    name, keys, position, has_gauss, cached = numpy.random.get_state()
+    name, keys, position, has_gauss, cached = numpy.random.get_state()  # type: ignore[misc]
     # As a tensor and plain numbers, so that weights_only loading accepts it.
-    state["numpy"] = (name, torch.from_numpy(keys.astype("int64")), position, has_gauss, cached)
+    state["numpy"] = (name, torch.from_numpy(keys.astype("int64")), position, has_gauss, cached)  # type: ignore[attr-defined]
     return state
 
 
@@ -110,13 +110,10 @@ def _verify_checksums(path: Path) -> None:
     except OSError as exc:
         raise UsageError(f"cannot read {path} ({exc.strerror or exc})") from exc
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-        raise UsageError(
-            f"{path} is corrupt or truncated ({exc})", problems=["train or resume the run again"]
-        ) from exc
+        raise UsageError(f"{path} is corrupt or truncated ({exc})", problems=["train or resume the run again"]) from exc
     if broken is not None:
         raise UsageError(
-            f"{path} is corrupt: its checksum does not match ({broken} was altered after it was "
-            "written)",
+            f"{path} is corrupt: its checksum does not match ({broken} was altered after it was written)",
             problems=["train or resume the run again; a disk or copy error changed this file"],
         )
 

@@ -155,9 +155,7 @@ class Criterion(Component):
         super().__post_init__()
         unknown = [e for e in self.expects if e not in OUTPUT_KINDS]
         if unknown or not self.expects:
-            raise ValueError(
-                f"criterion {self.name!r}: expects must list some of {', '.join(OUTPUT_KINDS)}"
-            )
+            raise ValueError(f"criterion {self.name!r}: expects must list some of {', '.join(OUTPUT_KINDS)}")
 
 
 @dataclass(frozen=True)

@@ -183,8 +183,14 @@ def resolve_root(
 
 
 def _not_found(
-    spec: IdxDataset, root: str | None, raw: Path, *, offline: bool, download: bool,
-    downloader: Callable[[Path], None] | None, failure: str = "",
+    spec: IdxDataset,
+    root: str | None,
+    raw: Path,
+    *,
+    offline: bool,
+    download: bool,
+    downloader: Callable[[Path], None] | None,
+    failure: str = "",
 ) -> UsageError:
     tried = [f"{raw}: no IDX files there"]
     tried += [f"{folder}: not installed" for folder in spec.system_dirs]
@@ -197,8 +203,7 @@ def _not_found(
     fixes = [spec.install_hint] if spec.install_hint else []
     fixes += list(spec.extra_fixes)
     fixes.append(
-        f"point at a copy: `--data DIR` or `dataset.root = \"DIR\"`, with the IDX files in "
-        f"DIR/{spec.folder}/raw/"
+        f'point at a copy: `--data DIR` or `dataset.root = "DIR"`, with the IDX files in DIR/{spec.folder}/raw/'
     )
     fixes += _user_copy_fix(spec, root)
     return UsageError(

@@ -224,7 +224,11 @@ def processes_to_launch(nproc: int | None, max_restarts: int | None, resume_dir:
 
 
 def launch(
-    argv: Sequence[str], nproc: int, max_restarts: int, *, output_dir: str | None = None,
+    argv: Sequence[str],
+    nproc: int,
+    max_restarts: int,
+    *,
+    output_dir: str | None = None,
     resume_dir: str | None = None,
 ) -> int:
     """Run ``mlrun ARGV`` in ``nproc`` local processes under torch's elastic agent, in this process.

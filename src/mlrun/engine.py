@@ -69,7 +69,12 @@ def run(
 
 
 def _run(
-    recipe: Recipe, *, echo: Echo, progress: bool | None, resume: RunFolder | None, force: bool,
+    recipe: Recipe,
+    *,
+    echo: Echo,
+    progress: bool | None,
+    resume: RunFolder | None,
+    force: bool,
     group: distributed.Group | None,
 ) -> RunResult:
     main = group is None or group.is_main
@@ -144,8 +149,13 @@ def _start_status(
 
 
 def _announce(
-    recipe: Recipe, trainer: Trainer, folder: RunFolder, group: distributed.Group | None, echo: Echo,
-    *, resumed: bool,
+    recipe: Recipe,
+    trainer: Trainer,
+    folder: RunFolder,
+    group: distributed.Group | None,
+    echo: Echo,
+    *,
+    resumed: bool,
 ) -> None:
     """The run log's opening lines: what trains on what, where, and how the data flows."""
     settings, built, p = recipe.train, trainer.built, trainer.position
@@ -168,7 +178,12 @@ def _announce(
 
 
 def _train(
-    trainer: Trainer, folder: RunFolder, status: RunStatus, *, echo: Echo, group: distributed.Group | None,
+    trainer: Trainer,
+    folder: RunFolder,
+    status: RunStatus,
+    *,
+    echo: Echo,
+    group: distributed.Group | None,
 ) -> RunResult:
     """Train, then write the final weights and status; a failure is recorded in run.json."""
     main = group is None or group.is_main
@@ -233,9 +248,7 @@ def _silent(line: str) -> None:
     """Ranks other than 0 print nothing."""
 
 
-def _new_run_folder(
-    recipe: Recipe, group: distributed.Group | None, held: contextlib.ExitStack
-) -> RunFolder:
+def _new_run_folder(recipe: Recipe, group: distributed.Group | None, held: contextlib.ExitStack) -> RunFolder:
     """Rank 0 creates, locks and fills a new run folder; every rank learns its path."""
     if group is not None and not group.is_main:
         return RunFolder(Path(group.broadcast(None)))

@@ -18,7 +18,7 @@ from typing import IO
 from mlrun.errors import MlrunError
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file so that readers see the old content or the new, never a mix.
 
     The data goes to a temporary file in the same folder, is flushed and fsynced,

@@ -72,7 +72,7 @@ def read_idx(path: Path, shape: Sequence[int | None] | None = None, *, what: str
     data = torch.empty(found, dtype=torch.uint8)
     with open(path, "rb") as handle:
         handle.seek(4 + 4 * len(found))
-        view = memoryview(data.numpy()).cast("B")
+        view = memoryview(data.numpy()).cast("B")  # type: ignore[arg-type]  # an ndarray is a buffer
         if handle.readinto(view) != len(view):  # the file shrank since it was checked
             raise _bad_idx(path, "truncated IDX file")
     return data

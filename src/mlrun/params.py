@@ -65,15 +65,13 @@ def parameters(component: Component) -> list[Parameter]:
     return list(params)
 
 
-@functools.lru_cache(maxsize=None)
-def _parameters(
-    factory: Any, injected: frozenset[str], kind: str, name: str
-) -> tuple[Parameter, ...]:
+@functools.cache
+def _parameters(factory: Any, injected: frozenset[str], kind: str, name: str) -> tuple[Parameter, ...]:
     where = f"{kind} {name!r}"
     try:
         signature = inspect.signature(factory)
         # For a class, the annotations that matter are those of __init__, not the class body.
-        annotated = factory.__init__ if isinstance(factory, type) else factory
+        annotated = getattr(factory, "__init__") if isinstance(factory, type) else factory  # noqa: B009
         hints = typing.get_type_hints(annotated, include_extras=True)
     except (TypeError, ValueError, NameError) as exc:
         raise SignatureError(f"{where}: cannot read the factory's signature ({exc})") from exc
@@ -82,21 +80,18 @@ def _parameters(
         if param.name in injected:
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise SignatureError(
-                f"{where}: *args/**kwargs cannot be recipe parameters; name each parameter"
-            )
+            raise SignatureError(f"{where}: *args/**kwargs cannot be recipe parameters; name each parameter")
         if param.kind is param.POSITIONAL_ONLY:
             raise SignatureError(f"{where}: parameter {param.name!r} must accept a keyword")
         if param.name not in hints:
             raise SignatureError(
-                f"{where}: parameter {param.name!r} has no type annotation; "
-                "annotate it so recipes can be validated"
+                f"{where}: parameter {param.name!r} has no type annotation; annotate it so recipes can be validated"
             )
         result.append(Parameter(param.name, hints[param.name], param.default))
     return tuple(result)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model_for(component: Component) -> type[pydantic.BaseModel]:
     fields: dict[str, Any] = {}
     for p in parameters(component):
@@ -106,16 +101,17 @@ def _model_for(component: Component) -> type[pydantic.BaseModel]:
         # allow_inf_nan=False: an lr or a mean of inf/nan validates but trains to garbage
         # (or to 10% accuracy with exit 0); a parameter that means it opts in per field.
         __config__=pydantic.ConfigDict(
-            extra="forbid", strict=True, protected_namespaces=(), arbitrary_types_allowed=True,
+            extra="forbid",
+            strict=True,
+            protected_namespaces=(),
+            arbitrary_types_allowed=True,
             allow_inf_nan=False,
         ),
         **fields,
     )
 
 
-def validate_params(
-    component: Component, raw: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def validate_params(component: Component, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Validate recipe values for a component.
 
     Returns ``(values, problems)``: the values with defaults filled in, and a list of
@@ -241,9 +237,7 @@ def _describe_base(tp: Any) -> str:
             return "[" + ", ".join(describe_type(a) for a in args) + "]"
         return f"list[{describe_type(args[0])}]" if args else "list"
     if isinstance(tp, type):
-        return {"str": "string", "float": "number", "int": "integer", "bool": "boolean"}.get(
-            tp.__name__, tp.__name__
-        )
+        return {"str": "string", "float": "number", "int": "integer", "bool": "boolean"}.get(tp.__name__, tp.__name__)
     return str(tp)
 
 

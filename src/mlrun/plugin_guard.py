@@ -57,9 +57,7 @@ def import_timeout() -> float:
 
 
 @contextlib.contextmanager
-def plugin_code(
-    info: PluginInfo, hook: str | None = None, *, limit: float = DEFAULT_TIMEOUT_S
-) -> Iterator[None]:
+def plugin_code(info: PluginInfo, hook: str | None = None, *, limit: float = DEFAULT_TIMEOUT_S) -> Iterator[None]:
     """Run a plugin's import (``hook=None``) or one of its hooks so that it cannot take mlrun down.
 
     Its stdout goes to stderr; after a few seconds it is reported as slow and after

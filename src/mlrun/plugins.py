@@ -155,9 +155,7 @@ def load_plugins(settings: PluginSettings | None = None) -> PluginSet:
         for entry_point in _entry_points():
             dist = entry_point.dist
             dist_name = dist.metadata["Name"] if dist is not None else None
-            if settings.allow is not None and not (
-                {entry_point.name, dist_name} & settings.allow
-            ):
+            if settings.allow is not None and not ({entry_point.name, dist_name} & settings.allow):
                 continue
             if entry_point.name in plugins.infos:
                 continue  # the same distribution seen twice on sys.path
@@ -202,9 +200,7 @@ def _register(plugins: PluginSet, info: PluginInfo, load: Any) -> None:
     except (pluggy.PluginValidationError, ValueError) as exc:
         info.fail(f"invalid hook implementation: {exc}", traceback.format_exc())
         return
-    info.hooks = sorted(
-        caller.name for caller in plugins.manager.get_hookcallers(plugin) or []
-    )
+    info.hooks = sorted(caller.name for caller in plugins.manager.get_hookcallers(plugin) or [])
 
 
 def _declares_hookspecs(plugin: Any) -> bool:
@@ -229,7 +225,9 @@ def _check_pending(plugins: PluginSet) -> None:
             unknown = sorted(
                 caller.name for caller in manager.get_hookcallers(exc.plugin) or [] if not caller.has_spec()
             )
-            known = sorted(n for n in vars(manager.hook) if not n.startswith("_") and getattr(manager.hook, n).has_spec())
+            known = sorted(
+                n for n in vars(manager.hook) if not n.startswith("_") and getattr(manager.hook, n).has_spec()
+            )
             hints = "".join(did_you_mean(u, known) for u in unknown)
             manager.unregister(exc.plugin)
             info = plugins.infos.get(name or "")
@@ -264,12 +262,10 @@ def call_hook(impl: Any, info: PluginInfo, kind: type[Component] | None, limit: 
         if kind is None:
             continue  # kind classes are checked by _declare_plugin_kinds
         if not isinstance(item, expected):
-            info.fail(
-                f"{hook_name}() must return {expected.__name__} descriptors, got {item!r:.80}"
-            )
+            info.fail(f"{hook_name}() must return {expected.__name__} descriptors, got {item!r:.80}")
             return []
         try:
-            parameters(item)
+            parameters(item)  # type: ignore[arg-type]  # a descriptor: checked just above
         except SignatureError as exc:
             info.fail(str(exc))
             return []
@@ -303,7 +299,7 @@ def _declare_kinds(plugins: PluginSet) -> None:
             plugins.kinds[cls.kind] = cls
             plugins.kind_plugins[cls.kind] = info
             if not getattr(manager.hook, cls.hook, None) or not getattr(manager.hook, cls.hook).has_spec():
-                manager.add_hookspecs(_spec_for(cls))
+                manager.add_hookspecs(_spec_for(cls))  # type: ignore[arg-type]  # pluggy reads any namespace
 
 
 def _spec_for(kind: type[Component]) -> types.SimpleNamespace:

@@ -84,8 +84,7 @@ def load_weights(path: Path) -> dict[str, Any]:
     state = load_weights_only(path)
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise UsageError(
-            f"{path} is not a state_dict (found {type(state).__name__}); "
-            "mlrun expects the model.pt its runs write"
+            f"{path} is not a state_dict (found {type(state).__name__}); mlrun expects the model.pt its runs write"
         )
     return state
 
@@ -250,9 +249,7 @@ def predict(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(
-            f"cannot create {out_dir}: {exc.strerror or exc}; choose another output folder"
-        ) from exc
+        raise UsageError(f"cannot create {out_dir}: {exc.strerror or exc}; choose another output folder") from exc
 
     results: list[Prediction] = []
     used: set[str] = set()

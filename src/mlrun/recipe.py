@@ -31,6 +31,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 #: The section of the training settings; every other section belongs to a component kind.
 TRAIN_SECTION = "train"
 OUTPUT_WORDS = {"logits": "raw logits", "log_probs": "log-probabilities", "probs": "probabilities"}
+
+
 def transforms_for(specs: Sequence[ComponentSpec], *, train: bool) -> list[ComponentSpec]:
     """The transforms that apply to one split: random ones (augmentation) to training only."""
     return [spec for spec in specs if train or not getattr(spec.component, "random", False)]
@@ -184,20 +186,24 @@ def validate_recipe(
     for key in data:
         if key not in sections:
             problems.add(key, f"unknown section{did_you_mean(key, sections)} (sections: {', '.join(sections)})")
-    components = {
-        kind: _section(data, cls, registry, problems) for kind, cls in registry.kinds.items()
-    }
+    components = {kind: _section(data, cls, registry, problems) for kind, cls in registry.kinds.items()}
     transforms = components["transform"]
     dataset = components["dataset"]
     if isinstance(dataset, ComponentSpec) and isinstance(transforms, list):
-        channels = getattr(dataset.component, "channels", None)
-        for index, spec in enumerate(transforms if channels is not None else []):
-            _check_channels(spec, f"transforms.{index}", dataset.component.name, channels, problems)
+        channels: int | None = getattr(dataset.component, "channels", None)
+        for index, spec in enumerate(transforms):
+            if channels is not None:
+                _check_channels(spec, f"transforms.{index}", dataset.component.name, channels, problems)
 
     train = _train_settings(data.get(TRAIN_SECTION, {}), problems)
     recipe_warnings: list[str] = []
     model, criterion = components["model"], components["criterion"]
-    if isinstance(model, ComponentSpec) and isinstance(criterion, ComponentSpec) and train and train.check_model_criterion:
+    if (
+        isinstance(model, ComponentSpec)
+        and isinstance(criterion, ComponentSpec)
+        and train
+        and train.check_model_criterion
+    ):
         _check_pairing(model, criterion, registry, problems, recipe_warnings)
     # Whether "cuda" is there and "memory" can serve these components is the pre-flight's
     # question (mlrun.build.preflight): validation stays pure, so a GPU-trained run still loads.
@@ -225,18 +231,16 @@ def _section(
     if not kind.many:
         return _component(raw, name, section, registry, problems)
     if not isinstance(raw, list):
-        problems.add(section, f"must be a list of tables: write each as [[{section}]] with name = \"...\"")
+        problems.add(section, f'must be a list of tables: write each as [[{section}]] with name = "..."')
         return []
     chosen = [_component(item, name, f"{section}.{index}", registry, problems) for index, item in enumerate(raw)]
     return [spec for spec in chosen if spec is not None]
 
 
-def _component(
-    raw: Any, kind: str, key: str, registry: Registry, problems: _Problems
-) -> ComponentSpec | None:
+def _component(raw: Any, kind: str, key: str, registry: Registry, problems: _Problems) -> ComponentSpec | None:
     if not isinstance(raw, dict):
         example = f"[[{key.split('.')[0]}]]" if key.count(".") else f"[{key}]"
-        problems.add(key, f"must be a table with a name, e.g. {example} name = \"...\"")
+        problems.add(key, f'must be a table with a name, e.g. {example} name = "..."')
         return None
     name = raw.get("name")
     if name is None:
@@ -276,9 +280,7 @@ def _component(
     return ComponentSpec(entry, params)
 
 
-def _check_channels(
-    spec: ComponentSpec, key: str, dataset: str, channels: int, problems: _Problems
-) -> None:
+def _check_channels(spec: ComponentSpec, key: str, dataset: str, channels: int, problems: _Problems) -> None:
     for param in getattr(spec.component, "per_channel", ()):
         values = spec.params.get(param)
         if isinstance(values, (list, tuple)) and len(values) not in (1, channels):

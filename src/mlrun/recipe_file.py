@@ -148,9 +148,7 @@ def parse_override(text: str) -> Override:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise UsageError(
-            f"override '{text}': expected key.path=value, e.g. optimizer.lr=0.003 or train.epochs=1"
-        )
+        raise UsageError(f"override '{text}': expected key.path=value, e.g. optimizer.lr=0.003 or train.epochs=1")
     path = tuple(key.split("."))
     if any(not part for part in path):
         raise UsageError(f"override '{text}': empty part in key path '{key}'")
@@ -162,8 +160,7 @@ def parse_override(text: str) -> Override:
     except tomllib.TOMLDecodeError:
         if not re.fullmatch(r"[^\s\"'\[\]{}=,#]+", raw):
             raise UsageError(
-                f"override '{text}': '{raw}' is not a TOML value; quote strings "
-                "(key='a b'), write lists as [1, 2]"
+                f"override '{text}': '{raw}' is not a TOML value; quote strings (key='a b'), write lists as [1, 2]"
             ) from None
         value = raw  # a bare word such as cpu, mlp or a path: taken as a string
     # The key path and the value together bound how deep the override makes the recipe.
@@ -193,9 +190,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict
         elif isinstance(node, dict):
             node[last] = override.value
         else:
-            raise UsageError(
-                f"override '{override.text}': {'.'.join(override.path[:-1])} is a value, not a table"
-            )
+            raise UsageError(f"override '{override.text}': {'.'.join(override.path[:-1])} is a value, not a table")
         origins[override.path] = override.text
     return origins
 

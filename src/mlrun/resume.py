@@ -107,7 +107,11 @@ def epochs_done(saved: Mapping[str, Any]) -> int:
 
 
 def check_changes(
-    saved: Mapping[str, Any], requested: Mapping[str, Any], *, folder: Path, force: bool,
+    saved: Mapping[str, Any],
+    requested: Mapping[str, Any],
+    *,
+    folder: Path,
+    force: bool,
     epochs_done: int,
 ) -> list[str]:
     """The keys a resume changes, once they are known to be allowed; raises otherwise.
@@ -134,8 +138,7 @@ def check_changes(
     epochs = requested.get("train", {}).get("epochs")
     if isinstance(epochs, int) and epochs < epochs_done:
         raise UsageError(
-            f"cannot resume {folder} with train.epochs = {epochs}: it has already trained "
-            f"{epochs_done} epochs",
+            f"cannot resume {folder} with train.epochs = {epochs}: it has already trained {epochs_done} epochs",
             problems=[f"give train.epochs={epochs_done} or more"],
         )
     if changes and not force:

@@ -146,8 +146,7 @@ def list_runs(output_dir: Path) -> list[RunSummary]:
     output_dir = Path(output_dir)
     if not output_dir.exists():
         raise UsageError(
-            f"{output_dir}: no such folder; runs go to train.output_dir (default: runs/), "
-            "pick it with --dir DIR"
+            f"{output_dir}: no such folder; runs go to train.output_dir (default: runs/), pick it with --dir DIR"
         )
     if not output_dir.is_dir():
         raise UsageError(f"{output_dir}: not a folder; give the folder that holds the run folders")

@@ -154,6 +154,6 @@ def train_reference() -> list[tuple[str, str, str, str]]:
 
     rows = []
     for name, info in TrainSettings.model_fields.items():
-        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        annotation = Annotated.__class_getitem__((info.annotation, *info.metadata)) if info.metadata else info.annotation  # type: ignore[attr-defined]
         rows.append((name, describe_type(annotation), format_value(info.default), info.description or ""))
     return rows

@@ -59,8 +59,7 @@ class StopRequests:
             self.echo(f"{name} received: training is complete; writing the last files")
         else:
             self.echo(
-                f"{name} received: stopping after this step and saving a checkpoint "
-                "(send it again to exit at once)"
+                f"{name} received: stopping after this step and saving a checkpoint (send it again to exit at once)"
             )
         # A second signal takes the default path: KeyboardInterrupt / termination. Files
         # are only ever replaced by atomic renames, so nothing is left half-written.

@@ -12,7 +12,7 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import Sequence, Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +76,8 @@ class Position:
     loss_sum: float = 0.0
     sample_count: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    step_losses: list[tuple[int, int, float]] = field(default_factory=list)
+    #: One row per batch: epoch, step, loss, learning rate, gradient norm (NaN: not measured).
+    step_losses: list[tuple[int, int, float, float, float]] = field(default_factory=list)
 
 
 class Trainer:
@@ -112,6 +113,10 @@ class Trainer:
         self.warnings: list[str] = []
         #: Intra-op CPU threads while :meth:`fit` runs (``train.threads``; recorded in run.json).
         self.threads = resolve_threads(self.settings.threads)
+        #: float32, one process, one batch per window, no clipping: :meth:`_step` runs the bare
+        #: five steps (the same operations the general path runs for these settings).
+        s = self.settings
+        self.plain_steps = s.precision == "32" and group is None and s.accumulate_steps == 1 and not s.clip_grad_norm
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -299,15 +304,17 @@ class Trainer:
         batches = -(-len(mine) // settings.batch_size)
         bar = _progress_bar(p.epoch, settings.epochs, len(self.train_source), p.step) if self.show_bar else None
         self.forward_model.train()
+        # Looked up once per epoch, not per step: on a ~1 ms step every lookup shows.
+        step, count_step = self._step, self._count_step
+        window, every = settings.accumulate_steps, settings.checkpoint_every_steps
         try:
             for inputs, labels in self.train_source.epoch(remaining):
                 # A window ends after accumulate_steps batches, or with the epoch's last batch.
-                ends_window = (p.step + 1) % settings.accumulate_steps == 0 or p.step + 1 == batches
-                value, stopping = self._step(inputs, labels, stop, ends_window=ends_window)
-                self._count_step(value, len(labels))
+                ends_window = window == 1 or (p.step + 1) % window == 0 or p.step + 1 == batches
+                value, stopping = step(inputs, labels, stop, ends_window=ends_window)
+                count_step(value, len(labels))
                 if bar is not None:
                     bar.update(1)
-                every = settings.checkpoint_every_steps
                 if every and p.global_step % every == 0:
                     self.save_checkpoint()
                 if stopping:
@@ -324,19 +331,25 @@ class Trainer:
         Returns the loss and whether to stop after it. A non-finite loss (on any rank)
         stops before ``optimizer.step()``: the weights stay good.
         """
-        built, window = self.built, self.settings.accumulate_steps
-        starts_window = self.position.step % window == 0
+        built, window, plain = self.built, self.settings.accumulate_steps, self.plain_steps
         inputs, labels = inputs.to(built.device), labels.to(built.device)
-        # Under DDP, the inner batches of a window keep their gradients local (no all-reduce).
-        syncing = contextlib.nullcontext() if ends_window or self.group is None else self.forward_model.no_sync()  # type: ignore[operator]
-        with syncing:
-            with self.precision.autocast():
-                output = self.forward_model(inputs)  # forward pass
-                loss = built.criterion(output, labels)  # loss against the true labels
-            if starts_window:
-                built.optimizer.zero_grad()  # clear gradients left by the previous step
-            self.precision.backward(loss / window if window > 1 else loss)  # compute gradients
-        value, stopping = self._agree(float(loss.detach()), stop)
+        if plain:  # the classic steps with nothing around them: each wrapper costs µs per step
+            output = self.forward_model(inputs)  # forward pass
+            loss = built.criterion(output, labels)  # loss against the true labels
+            built.optimizer.zero_grad()  # clear gradients left by the previous step
+            loss.backward()  # compute gradients
+        else:
+            starts_window = self.position.step % window == 0
+            # Under DDP, the inner batches of a window keep their gradients local (no all-reduce).
+            syncing = contextlib.nullcontext() if ends_window or self.group is None else self.forward_model.no_sync()  # type: ignore[operator]
+            with syncing:
+                with self.precision.autocast():
+                    output = self.forward_model(inputs)  # forward pass
+                    loss = built.criterion(output, labels)  # loss against the true labels
+                if starts_window:
+                    built.optimizer.zero_grad()  # clear gradients left by the previous step
+                self.precision.backward(loss / window if window > 1 else loss)  # compute gradients
+        value, stopping = self._agree(loss.item(), stop)
         if not math.isfinite(value):
             p = self.position
             p.step_losses.append((p.epoch, p.step + 1, value, float("nan"), float("nan")))
@@ -346,8 +359,11 @@ class Trainer:
                 problems=self._non_finite_advice(),
             )
         self.step_lr = float(built.optimizer.param_groups[0]["lr"])
-        self.grad_norm = float("nan")
-        if ends_window:
+        self.grad_norm = math.nan
+        if plain:
+            built.optimizer.step()  # update weights
+            built.schedule.after_step()
+        elif ends_window:
             self.grad_norm = self.precision.step(built.optimizer, built.model, self.settings.clip_grad_norm)  # update weights
             built.schedule.after_step()  # per-step schedules move on (no-op without a scheduler)
         return value, stopping

@@ -75,28 +75,38 @@ def __getattr__(name: str) -> type:
 
 
 def fashion_mnist(
-    *, train: bool, transform: Callable[[Any], Any] | None, root: str | None = None,
+    *,
+    train: bool,
+    transform: Callable[[Any], Any] | None,
+    root: str | None = None,
     download: bool = True,
 ) -> torch.utils.data.Dataset:
     """Fashion-MNIST (60k train / 10k test 28x28 grayscale clothing images)."""
     from torchvision import datasets
 
     folder = resolve_root(
-        FASHION_MNIST, root, download=download,
+        FASHION_MNIST,
+        root,
+        download=download,
         downloader=lambda d: datasets.FashionMNIST(str(d), train=True, download=True),
     )
     return _lean(datasets.FashionMNIST)(str(folder), train=train, transform=transform, download=False)
 
 
 def mnist(
-    *, train: bool, transform: Callable[[Any], Any] | None, root: str | None = None,
+    *,
+    train: bool,
+    transform: Callable[[Any], Any] | None,
+    root: str | None = None,
     download: bool = True,
 ) -> torch.utils.data.Dataset:
     """MNIST handwritten digits (60k train / 10k test 28x28 grayscale images)."""
     from torchvision import datasets
 
     folder = resolve_root(
-        MNIST, root, download=download,
+        MNIST,
+        root,
+        download=download,
         downloader=lambda d: datasets.MNIST(str(d), train=True, download=True),
     )
     return _lean(datasets.MNIST)(str(folder), train=train, transform=transform, download=False)
@@ -109,9 +119,7 @@ class SyntheticImages(torch.utils.data.Dataset):
     transform and model that works on MNIST works here; learnable in one epoch.
     """
 
-    def __init__(
-        self, size: int, num_classes: int, seed: int, transform: Callable[[Any], Any] | None
-    ) -> None:
+    def __init__(self, size: int, num_classes: int, seed: int, transform: Callable[[Any], Any] | None) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.targets = torch.randint(0, num_classes, (size,), generator=generator)
         noise = torch.randint(0, 96, (size, 28, 28), generator=generator, dtype=torch.uint8)
@@ -134,8 +142,11 @@ class SyntheticImages(torch.utils.data.Dataset):
 
 
 def synthetic(
-    *, train: bool, transform: Callable[[Any], Any] | None,
-    size: Annotated[int, Gt(0)] = 2000, num_classes: Annotated[int, Ge(2)] = 10,
+    *,
+    train: bool,
+    transform: Callable[[Any], Any] | None,
+    size: Annotated[int, Gt(0)] = 2000,
+    num_classes: Annotated[int, Ge(2)] = 10,
     seed: Annotated[int, Ge(0), Le(2**32 - 1)] = 0,
 ) -> torch.utils.data.Dataset:
     """Generated 28x28 images with learnable labels; no files needed (for smoke tests)."""
@@ -157,5 +168,3 @@ def register_datasets() -> list[Dataset]:
         Dataset("mnist", mnist, "MNIST handwritten digits via torchvision (28x28, 10 classes)", classes=DIGIT_CLASSES, channels=1, tensors=raw_tensors),
         Dataset("synthetic", synthetic, "generated 28x28 images for smoke tests (no download)", channels=1, tensors=raw_tensors),
     ]  # fmt: skip
-
-

@@ -28,6 +28,7 @@ def sequential() -> nn.Module:
 def sequential_log_softmax() -> nn.Module:
     """Notes model 1: model 0 followed by LogSoftmax(dim=1)."""
     model = sequential()
+    assert isinstance(model, nn.Sequential)
     model.append(nn.LogSoftmax(dim=1))
     return model
 

@@ -41,8 +41,13 @@ def _warmup_fits(warmup: int, total: int, unit: str) -> None:
 
 
 def step(
-    *, optimizer: torch.optim.Optimizer, epochs: int, step_size: Annotated[int, Gt(0)] = 1,
-    gamma: Decay = 0.1, warmup_epochs: Epochs = 0, warmup_start: Factor = 0.1,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    step_size: Annotated[int, Gt(0)] = 1,
+    gamma: Decay = 0.1,
+    warmup_epochs: Epochs = 0,
+    warmup_start: Factor = 0.1,
 ) -> Any:
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (StepLR)."""
     _warmup_fits(warmup_epochs, epochs, "epochs")
@@ -51,8 +56,13 @@ def step(
 
 
 def multistep(
-    *, optimizer: torch.optim.Optimizer, epochs: int, milestones: list[Annotated[int, Gt(0)]],
-    gamma: Decay = 0.1, warmup_epochs: Epochs = 0, warmup_start: Factor = 0.1,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    milestones: list[Annotated[int, Gt(0)]],
+    gamma: Decay = 0.1,
+    warmup_epochs: Epochs = 0,
+    warmup_start: Factor = 0.1,
 ) -> Any:
     """Multiply the learning rate by ``gamma`` at each milestone epoch (MultiStepLR)."""
     _warmup_fits(warmup_epochs, epochs, "epochs")
@@ -61,8 +71,12 @@ def multistep(
 
 
 def exponential(
-    *, optimizer: torch.optim.Optimizer, epochs: int, gamma: Decay = 0.9,
-    warmup_epochs: Epochs = 0, warmup_start: Factor = 0.1,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    gamma: Decay = 0.9,
+    warmup_epochs: Epochs = 0,
+    warmup_start: Factor = 0.1,
 ) -> Any:
     """Multiply the learning rate by ``gamma`` after every epoch (ExponentialLR)."""
     _warmup_fits(warmup_epochs, epochs, "epochs")
@@ -76,8 +90,13 @@ def _warmup_steps(warmup_steps: int, warmup_epochs: int, steps_per_epoch: int) -
 
 
 def cosine(
-    *, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int,
-    eta_min: Annotated[float, Ge(0)] = 0.0, warmup_steps: Epochs = 0, warmup_epochs: Epochs = 0,
+    *,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    epochs: int,
+    eta_min: Annotated[float, Ge(0)] = 0.0,
+    warmup_steps: Epochs = 0,
+    warmup_epochs: Epochs = 0,
     warmup_start: Factor = 0.1,
 ) -> Any:
     """Cosine decay to ``eta_min`` over the whole run, per optimizer step (CosineAnnealingLR)."""
@@ -89,10 +108,16 @@ def cosine(
 
 
 def one_cycle(
-    *, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int,
-    max_lr: Annotated[float, Gt(0)], pct_start: Annotated[float, Gt(0), Lt(1)] = 0.3,
-    anneal_strategy: Literal["cos", "linear"] = "cos", cycle_momentum: bool = True,
-    div_factor: Annotated[float, Gt(0)] = 25.0, final_div_factor: Annotated[float, Gt(0)] = 1e4,
+    *,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    epochs: int,
+    max_lr: Annotated[float, Gt(0)],
+    pct_start: Annotated[float, Gt(0), Lt(1)] = 0.3,
+    anneal_strategy: Literal["cos", "linear"] = "cos",
+    cycle_momentum: bool = True,
+    div_factor: Annotated[float, Gt(0)] = 25.0,
+    final_div_factor: Annotated[float, Gt(0)] = 1e4,
     three_phase: bool = False,
 ) -> Any:
     """The 1cycle policy: up to ``max_lr``, then down, over the whole run (OneCycleLR)."""
@@ -110,13 +135,17 @@ def _has_momentum(optimizer: torch.optim.Optimizer) -> bool:
 
 
 def reduce_on_plateau(
-    *, optimizer: torch.optim.Optimizer, monitor: Literal["loss", "accuracy"] = "loss",
-    factor: Decay = 0.1, patience: Annotated[int, Ge(0)] = 10,
-    threshold: Annotated[float, Ge(0)] = 1e-4, cooldown: Annotated[int, Ge(0)] = 0,
+    *,
+    optimizer: torch.optim.Optimizer,
+    monitor: Literal["loss", "accuracy"] = "loss",
+    factor: Decay = 0.1,
+    patience: Annotated[int, Ge(0)] = 10,
+    threshold: Annotated[float, Ge(0)] = 1e-4,
+    cooldown: Annotated[int, Ge(0)] = 0,
     min_lr: Annotated[float, Ge(0)] = 0.0,
 ) -> Any:
     """Multiply the learning rate by ``factor`` when the monitored metric stops improving."""
-    mode = "min" if monitor == "loss" else "max"
+    mode: Literal["min", "max"] = "min" if monitor == "loss" else "max"
     return lr_scheduler.ReduceLROnPlateau(
         optimizer, mode=mode, factor=factor, patience=patience, threshold=threshold,
         cooldown=cooldown, min_lr=min_lr,

@@ -57,9 +57,7 @@ def random_rotation(degrees: Annotated[float, Ge(0), Le(180)] = 10.0) -> Callabl
     return transforms.RandomRotation(degrees)
 
 
-def random_crop(
-    size: Annotated[int, Gt(0)] = 28, padding: Annotated[int, Ge(0)] = 2
-) -> Callable[[Sample], Sample]:
+def random_crop(size: Annotated[int, Gt(0)] = 28, padding: Annotated[int, Ge(0)] = 2) -> Callable[[Sample], Sample]:
     """Pad, then crop a random size x size window (training only)."""
     from torchvision import transforms
 

@@ -26,8 +26,11 @@ def echo(line: str) -> None:
         silence_stdout()
         if not isinstance(exc, BrokenPipeError):
             with contextlib.suppress(OSError):
-                print(f"warning: cannot write the run log to stdout ({exc.strerror or exc}); "
-                      "training goes on, the run folder keeps the record", file=sys.stderr)
+                print(
+                    f"warning: cannot write the run log to stdout ({exc.strerror or exc}); "
+                    "training goes on, the run folder keeps the record",
+                    file=sys.stderr,
+                )
 
 
 def silence_stdout() -> None:

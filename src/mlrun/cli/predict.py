@@ -27,7 +27,9 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files to classify")
-    parser.add_argument("--index", type=int, action="append", default=[], metavar="N", help="a test-set sample (repeatable)")
+    parser.add_argument(
+        "--index", type=int, action="append", default=[], metavar="N", help="a test-set sample (repeatable)"
+    )
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to print per sample (default 3)")
     parser.add_argument("--out", metavar="DIR", help="where the pictures go (default RUN_DIR/predictions)")
 

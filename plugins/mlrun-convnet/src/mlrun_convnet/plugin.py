@@ -36,9 +36,7 @@ class SmallCNN(nn.Module):
     Expects ``(N, 1, 28, 28)`` images; flattened ``(N, 784)`` inputs are reshaped first.
     """
 
-    def __init__(
-        self, channels: int, hidden: int, num_classes: int, dropout: float
-    ) -> None:
+    def __init__(self, channels: int, hidden: int, num_classes: int, dropout: float) -> None:
         super().__init__()
         wide = 2 * channels
         side = IMAGE_SIZE // 4  # two 2x2 poolings: 28 -> 14 -> 7
@@ -92,9 +90,7 @@ def focal_loss(
         one_minus_p = (-torch.expm1(log_probs)).clamp_min(1e-12)
         weighted = one_minus_p.pow(gamma) * log_probs
     target = torch.full_like(log_probs, label_smoothing / num_classes)
-    target.scatter_add_(
-        1, labels.unsqueeze(1), torch.full_like(log_probs[:, :1], 1.0 - label_smoothing)
-    )
+    target.scatter_add_(1, labels.unsqueeze(1), torch.full_like(log_probs[:, :1], 1.0 - label_smoothing))
     return -(target * weighted).sum(dim=1).mean()
 
 

@@ -177,7 +177,9 @@ def child_mlrun(epochs: int, threads: str) -> None:
 
     overrides = [] if threads == "default" else [f"train.threads={threads}"]
     with tempfile.TemporaryDirectory() as out:
-        code = main([str(RECIPE), f"train.epochs={epochs}", f"train.seed={SEED}", f"train.output_dir={out}", *overrides])
+        code = main(
+            [str(RECIPE), f"train.epochs={epochs}", f"train.seed={SEED}", f"train.output_dir={out}", *overrides]
+        )
         if code != 0:
             sys.exit(code)
         (run,) = Path(out).iterdir()
@@ -215,7 +217,7 @@ def measure(kind: str, epochs: int, threads: str, *, busy: bool = False) -> dict
             competitor.wait()
     if result.returncode != 0:
         sys.exit(f"{kind} failed:\n{result.stdout}\n{result.stderr}")
-    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(row for row in result.stdout.splitlines() if row.startswith("RESULT "))
     report = json.loads(line.removeprefix("RESULT "))
     report["first_step_s"] = report["first_step"] - spawned
     report["epoch_s"] = statistics.median(report["epoch_seconds"])
@@ -289,10 +291,16 @@ def compare_loops(epochs: int, rounds_wanted: int) -> None:
               f"{median(kind, 'first_step_s'):10.2f}s {median(kind, 'peak_rss_mib'):7.0f} MiB "
               f"{median(kind, 'accuracy'):9.4f}")  # fmt: skip
     accuracy_gap = 100 * (median("mlrun", "accuracy") - median("classic", "accuracy"))
-    print(f"\nmlrun trained with {mlrun_threads} thread(s) (run.json); ratios: median over rounds of each "
-          "round's ratio; 'best' compares each run's fastest epoch")
-    print(f"speed-up (a)/(c): {ratio('classic', 'mlrun', 'epoch_s'):.2f}x, best {ratio('classic', 'mlrun', 'best_epoch_s'):.2f}x   (target >= 7)")
-    print(f"overhead (c)/(b): {ratio('mlrun', 'tensor', 'epoch_s'):.2f}x, best {ratio('mlrun', 'tensor', 'best_epoch_s'):.2f}x   (target <= 1.1)")
+    print(
+        f"\nmlrun trained with {mlrun_threads} thread(s) (run.json); ratios: median over rounds of each "
+        "round's ratio; 'best' compares each run's fastest epoch"
+    )
+    print(
+        f"speed-up (a)/(c): {ratio('classic', 'mlrun', 'epoch_s'):.2f}x, best {ratio('classic', 'mlrun', 'best_epoch_s'):.2f}x   (target >= 7)"
+    )
+    print(
+        f"overhead (c)/(b): {ratio('mlrun', 'tensor', 'epoch_s'):.2f}x, best {ratio('mlrun', 'tensor', 'best_epoch_s'):.2f}x   (target <= 1.1)"
+    )
     print(f"accuracy (c)-(a): {accuracy_gap:+.2f} points   (target within +/-1)")
     print(f"peak RSS (c)/(a): {ratio('mlrun', 'classic', 'peak_rss_mib'):.2f}   (target <= 1)")
 
@@ -321,14 +329,19 @@ def contention(rounds: int, epochs: int) -> None:
         return f"{'>=' if capped else ''}{value:.1f}x"
 
     default_threads = next(r["default", False].get("threads") for r in results)
-    print(f"\ncontention: mlrun s/epoch ({epochs} epoch{'s' if epochs != 1 else ''}) alone and beside one "
-          f"CPU-bound process (python -c '{BUSY_LOOP}'); median of {rounds} rounds, ratios per round")
+    print(
+        f"\ncontention: mlrun s/epoch ({epochs} epoch{'s' if epochs != 1 else ''}) alone and beside one "
+        f"CPU-bound process (python -c '{BUSY_LOOP}'); median of {rounds} rounds, ratios per round"
+    )
     print(f"{'':32} {'alone':>8} {'contended':>10} {'contended/alone':>16}")
     for name, label in (("default", f"train.threads default ({default_threads})"), ("2", "train.threads = 2")):
-        print(f"{label:32} {seconds(name, False):>8} {seconds(name, True):>10} "
-              f"{ratio((name, True), (name, False)):>16}")
-    print(f"2 threads / default: alone {ratio(('2', False), ('default', False))}, "
-          f"contended {ratio(('2', True), ('default', True))}")
+        print(
+            f"{label:32} {seconds(name, False):>8} {seconds(name, True):>10} {ratio((name, True), (name, False)):>16}"
+        )
+    print(
+        f"2 threads / default: alone {ratio(('2', False), ('default', False))}, "
+        f"contended {ratio(('2', True), ('default', True))}"
+    )
     print("(target: the default's contended/alone far below 10x: a shared machine costs its share, not 10x)")
 
 

@@ -215,3 +215,36 @@ def test_resume_of_a_two_process_run_relaunches_two_processes(
     assert "distributed: 2 processes" in resumed.stdout
     status = json.loads((folder / "run.json").read_text())
     assert status["distributed"]["world_size"] == 2 and status["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_two_process_run_interrupted_mid_epoch_resumes_with_the_same_losses(tmp_path: Path) -> None:
+    """Each rank's running loss is its own: a resume restores every rank's share, not rank 0's for all."""
+    recipe = [str(RECIPES / "summary.toml"), "dataset.name=synthetic", "dataset.size=1280", "train.batch_size=32"]
+    common = [*recipe, "train.epochs=3", "train.checkpoint_every_steps=3", "--nproc", "2"]
+    reference = run_cli(*common, "train.output_dir=reference", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr
+
+    job = subprocess.Popen(
+        [sys.executable, "-m", "mlrun", *common, "train.output_dir=stopped"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    folders: list[Path] = []
+    while time.monotonic() < deadline:
+        folders = [p for p in (tmp_path / "stopped").glob("summary-*") if (p / "checkpoint.pt").is_file()]
+        if folders and (folders[0] / "metrics.csv").is_file():  # an epoch done, the next one started
+            break
+        time.sleep(0.05)
+    job.send_signal(signal.SIGINT)
+    job.communicate(timeout=180)
+    (folder,) = folders
+    resumed = run_cli("resume", str(folder), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def losses(run: Path) -> list[tuple[str, str]]:
+        rows = (run / "metrics.csv").read_text().splitlines()[1:]
+        return [tuple(row.split(",")[1:4:2]) for row in rows]  # train_loss, test_accuracy
+
+    (expected,) = (tmp_path / "reference").glob("summary-*")
+    assert losses(folder) == losses(expected)

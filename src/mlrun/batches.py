@@ -79,11 +79,13 @@ class TensorBatches:
 
     def epoch(self, indices: torch.Tensor) -> Iterator[Batch]:
         """The batches of the given indices, in order."""
-        for start in range(0, len(indices), self.batch_size):
-            chosen = indices[start : start + self.batch_size]
-            # index_select is markedly cheaper than fancy indexing for this gather.
-            batch = self.inputs.index_select(0, chosen)
-            yield self.transform(batch), self.labels.index_select(0, chosen)
+        # Bound once per epoch: this loop runs once per training step.
+        size, transform = self.batch_size, self.transform
+        # index_select is markedly cheaper than fancy indexing for this gather.
+        select_inputs, select_labels = self.inputs.index_select, self.labels.index_select
+        for start in range(0, len(indices), size):
+            chosen = indices[start : start + size]
+            yield transform(select_inputs(0, chosen)), select_labels(0, chosen)
 
 
 class LoaderBatches:
@@ -125,13 +127,13 @@ def plan(recipe: Recipe) -> DataPlan:
     """
     wanted = recipe.train.data_path
     if wanted == "loader":
-        return DataPlan("loader", "train.data_path = \"loader\"")
+        return DataPlan("loader", 'train.data_path = "loader"')
     blocker = memory_blocker(recipe)
     if blocker is None:
         why = "tensors in memory, transforms applied per batch"
-        return DataPlan("memory", why if wanted == "auto" else f"train.data_path = \"memory\"; {why}")
+        return DataPlan("memory", why if wanted == "auto" else f'train.data_path = "memory"; {why}')
     if wanted == "memory":
-        raise UsageError(f"train.data_path: 'memory' is not possible: {blocker}; use \"auto\" or \"loader\"")
+        raise UsageError(f'train.data_path: \'memory\' is not possible: {blocker}; use "auto" or "loader"')
     return DataPlan("loader", blocker)
 
 

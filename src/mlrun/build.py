@@ -85,8 +85,7 @@ def select_device(setting: str, *, local_rank: int | None = None, cpu_fallback: 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif setting == "cuda" and not torch.cuda.is_available():
         raise UsageError(
-            "train.device: 'cuda' was requested but no CUDA GPU is available here; "
-            "use device = \"auto\" or \"cpu\""
+            'train.device: \'cuda\' was requested but no CUDA GPU is available here; use device = "auto" or "cpu"'
         )
     else:
         device = torch.device(setting)
@@ -126,8 +125,7 @@ def build_component(spec: ComponentSpec, **injected: Any) -> Any:
     except ValueError as exc:  # the documented way for a factory to refuse a combination
         component = spec.component
         raise UsageError(
-            f"{component.section}: {component.kind} '{component.name}' cannot be built with these "
-            f"settings: {exc}"
+            f"{component.section}: {component.kind} '{component.name}' cannot be built with these settings: {exc}"
         ) from exc
     except Exception as exc:
         component = spec.component

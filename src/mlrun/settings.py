@@ -77,15 +77,11 @@ class TrainSettings(BaseModel):
     shuffle: bool = Field(True, description="reshuffle the training split every epoch")
     # NumPy's legacy seeding (seed_everything) takes 32-bit seeds only.
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed for weights, shuffling and augmentation")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="'auto' uses CUDA when available, else the CPU"
-    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when available, else the CPU")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in-process)")
     output_dir: str = Field("runs", description="folder that receives one run folder per run")
     run_name: str = Field("", description="run folder prefix; empty: the recipe's file name")
-    check_model_criterion: bool = Field(
-        True, description="refuse a criterion that does not fit the model's output"
-    )
+    check_model_criterion: bool = Field(True, description="refuse a criterion that does not fit the model's output")
     data_path: Literal["auto", "memory", "loader"] = Field(
         "auto",
         description="'memory': dataset tensors in memory, transforms per batch (fast); "
@@ -154,6 +150,8 @@ def train_reference() -> list[tuple[str, str, str, str]]:
 
     rows = []
     for name, info in TrainSettings.model_fields.items():
-        annotation = Annotated.__class_getitem__((info.annotation, *info.metadata)) if info.metadata else info.annotation  # type: ignore[attr-defined]
+        # Annotated[t, m1, m2] spelled with a tuple: the metadata are only known here.
+        parts = (info.annotation, *info.metadata)
+        annotation = Annotated[parts] if info.metadata else info.annotation  # type: ignore[valid-type]
         rows.append((name, describe_type(annotation), format_value(info.default), info.description or ""))
     return rows

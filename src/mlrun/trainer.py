@@ -84,8 +84,15 @@ class Trainer:
     """Runs the classic loop over built components, writing checkpoints into a run folder."""
 
     def __init__(
-        self, recipe: Recipe, built: Built, folder: RunFolder, data_plan: batches.DataPlan, *,
-        echo: Echo, show_bar: bool, group: distributed.Group | None = None,
+        self,
+        recipe: Recipe,
+        built: Built,
+        folder: RunFolder,
+        data_plan: batches.DataPlan,
+        *,
+        echo: Echo,
+        show_bar: bool,
+        group: distributed.Group | None = None,
     ) -> None:
         self.recipe, self.built, self.folder = recipe, built, folder
         self.settings = recipe.train
@@ -103,9 +110,7 @@ class Trainer:
         self.data_plan = data_plan
         self.train_source = batches.batch_source(recipe, built.train_set, data_plan, train=True)
         self.test_source = batches.batch_source(recipe, built.test_set, data_plan, train=False)
-        self.order = batches.EpochOrder(
-            len(built.train_set), shuffle=self.settings.shuffle, seed=self.settings.seed
-        )
+        self.order = batches.EpochOrder(len(built.train_set), shuffle=self.settings.shuffle, seed=self.settings.seed)
         self.position = Position()
         self.precision = Precision(self.settings.precision, built.device)
         self.step_lr, self.grad_norm = math.nan, math.nan  # of the latest step, for steps.csv
@@ -349,7 +354,9 @@ class Trainer:
                 if starts_window:
                     built.optimizer.zero_grad()  # clear gradients left by the previous step
                 self.precision.backward(loss / window if window > 1 else loss)  # compute gradients
-        value, stopping = self._agree(loss.item(), stop)
+        value, stopping = loss.item(), stop.signal is not None
+        if self.group is not None:
+            value, stopping = self._agree(value, stop)
         if not math.isfinite(value):
             p = self.position
             p.step_losses.append((p.epoch, p.step + 1, value, float("nan"), float("nan")))
@@ -364,19 +371,20 @@ class Trainer:
             built.optimizer.step()  # update weights
             built.schedule.after_step()
         elif ends_window:
-            self.grad_norm = self.precision.step(built.optimizer, built.model, self.settings.clip_grad_norm)  # update weights
+            self.grad_norm = self.precision.step(
+                built.optimizer, built.model, self.settings.clip_grad_norm
+            )  # update weights
             built.schedule.after_step()  # per-step schedules move on (no-op without a scheduler)
         return value, stopping
 
     def _agree(self, value: float, stop: StopRequests) -> tuple[float, bool]:
         """All ranks stop together, or none does; a loss broken on one rank counts as broken on all."""
-        stopping = stop.signal is not None
-        if self.group is not None:
-            worst, stop_code = self.group.max(0.0 if math.isfinite(value) else 1.0, stop.signal or 0)
-            if worst and math.isfinite(value):
-                value = float("nan")  # another rank's loss broke; its NaN is in our gradients
-            stopping, stop.signal = bool(stop_code), int(stop_code) or None
-        return value, stopping
+        assert self.group is not None
+        worst, stop_code = self.group.max(0.0 if math.isfinite(value) else 1.0, stop.signal or 0)
+        if worst and math.isfinite(value):
+            value = float("nan")  # another rank's loss broke; its NaN is in our gradients
+        stop.signal = int(stop_code) or None
+        return value, bool(stop_code)
 
     def _count_step(self, value: float, samples: int) -> None:
         """Advance the position past a finished step and add its loss to the running sum."""
@@ -422,8 +430,7 @@ class Trainer:
             self.folder.write_step_losses(self.position.step_losses)
         name = signal.Signals(signum).name
         raise Interrupted(
-            f"{name}: stopped at epoch {self.position.epoch}, step {self.position.step}; "
-            "checkpoint saved",
+            f"{name}: stopped at epoch {self.position.epoch}, step {self.position.step}; checkpoint saved",
             128 + signum,
             problems=[f"resume with: mlrun resume {self.folder.path}"],
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -170,3 +171,19 @@ def pip_install_editable(python: Path, package: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path (and PYTHONPATH, for subprocesses) holding fake distributions."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    # Prepended, so a PYTHONPATH that points at the source tree under test still holds.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("MLRUN_DISABLE_PLUGIN_AUTOLOAD")
+    monkeypatch.setenv("MLRUN_PLUGINS", "")  # each test allows exactly the plugins it wants
+    yield folder
+    for name in [m for m in sys.modules if m.startswith("mlrun_fake")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()

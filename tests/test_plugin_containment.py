@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -63,21 +62,6 @@ raise RuntimeError("{name} cannot start: " + "this dependency is missing; " * 60
 """
 
 BUILTINS = {"classifier", "fashion_mnist", "adam"}
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder on sys.path (and PYTHONPATH, for subprocesses) holding fake distributions."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setenv("PYTHONPATH", str(folder))
-    monkeypatch.delenv("MLRUN_DISABLE_PLUGIN_AUTOLOAD")
-    monkeypatch.setenv("MLRUN_PLUGINS", "")  # each test allows exactly the plugins it wants
-    yield folder
-    for name in [m for m in sys.modules if m.startswith("mlrun_fake")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
 
 
 def _json_outputs(env: dict[str, str]) -> tuple[list[dict], list[dict], str]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,21 +14,6 @@ from mlrun.registry import LookupProblem, build_registry
 
 from conftest import RECIPES, run_cli
 from plugin_fakes import BAD_SIGNATURE, BROKEN_IMPORT, GOOD_MODEL, MISSPELLED_HOOK, RAISING_HOOK, install_fake
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder on sys.path (and PYTHONPATH, for subprocesses) holding fake distributions."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setenv("PYTHONPATH", str(folder))
-    monkeypatch.delenv("MLRUN_DISABLE_PLUGIN_AUTOLOAD")
-    monkeypatch.setenv("MLRUN_PLUGINS", "")  # each test allows exactly the plugins it wants
-    yield folder
-    for name in [m for m in sys.modules if m.startswith("mlrun_fake")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
 
 
 def load(allow: set[str], *, strict: bool = False):

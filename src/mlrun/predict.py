@@ -205,6 +205,31 @@ def _unique_png(out_dir: Path, stem: str, used: set[str]) -> Path:
     return out_dir / name
 
 
+def _gather_samples(
+    loaded: LoadedRun, transform: Callable[[Any], Any] | None, images: Sequence[Path], indices: Sequence[int]
+) -> list[tuple[str, str, torch.Tensor, int | None]]:
+    """(source, file stem, model input, true label) for each image file and test-set index."""
+    samples: list[tuple[str, str, torch.Tensor, int | None]] = []
+    for path in map(Path, images):
+        image = load_image(path)
+        sample = transform(image) if transform is not None else image
+        samples.append((str(path), path.stem, _as_input(sample, str(path)), None))
+    if not indices:
+        return samples
+    test_set = test_split(loaded)
+    size = len(test_set)
+    name = loaded.recipe.dataset.component.name
+    for index in indices:
+        if not 0 <= index < size:
+            valid = f"0..{size - 1}" if size else "none: it is empty"
+            raise UsageError(
+                f"index {index} is out of range: the test split of dataset '{name}' has {size} samples (valid: {valid})"
+            )
+        sample, label = test_set[index]
+        samples.append((f"test sample {index}", f"index-{index}", _as_input(sample, f"index {index}"), int(label)))
+    return samples
+
+
 def predict(
     run_dir: Path,
     images: Sequence[Path] = (),
@@ -227,24 +252,7 @@ def predict(
     out_dir = Path(out_dir) if out_dir is not None else loaded.run_dir / PREDICTIONS_FOLDER
 
     # Validate every input before writing anything: a bad index or file fails the whole call.
-    samples: list[tuple[str, str, torch.Tensor, int | None]] = []
-    for path in map(Path, images):
-        image = load_image(path)
-        sample = transform(image) if transform is not None else image
-        samples.append((str(path), path.stem, _as_input(sample, str(path)), None))
-    if indices:
-        test_set = test_split(loaded)
-        size = len(test_set)
-        name = loaded.recipe.dataset.component.name
-        for index in indices:
-            if not 0 <= index < size:
-                valid = f"0..{size - 1}" if size else "none: it is empty"
-                raise UsageError(
-                    f"index {index} is out of range: the test split of dataset '{name}' has "
-                    f"{size} samples (valid: {valid})"
-                )
-            sample, label = test_set[index]
-            samples.append((f"test sample {index}", f"index-{index}", _as_input(sample, f"index {index}"), int(label)))
+    samples = _gather_samples(loaded, transform, images, indices)
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

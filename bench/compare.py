@@ -5,7 +5,7 @@ log_softmax, NLLLoss, Adam lr 0.01, batch 64) for the same epochs with the same
 seed, evaluating on the test split after every epoch. Each runs in its own
 process, so start-up, time to first step and peak memory are measured honestly.
 
-    python bench/compare.py            # 5 epochs, 3 rounds, contention 2 rounds (about 4 minutes on 2 idle cores)
+    python bench/compare.py            # 5 epochs, 3 rounds, contention and features 2 rounds each (about 6 minutes on 2 idle cores)
     python bench/compare.py --epochs 2 --rounds 1 --contention-rounds 1
 
 All three use the same number of intra-op threads: ``train.threads``' default
@@ -15,7 +15,9 @@ Printed: seconds per epoch (training + evaluation, median over epochs), time fro
 process start to the first optimizer step, peak resident memory, final test
 accuracy, the ratios classic/mlrun and mlrun/tensor; then the contention row:
 mlrun's epoch time alone and beside a competing CPU-bound process, with the
-default thread count and with 2 threads; and the wall time of `mlrun list` and
+default thread count and with 2 threads; the feature rows: the Summary recipe with a
+cosine schedule and gradient clipping, and with ``train.compile``, against the plain
+recipe; and the wall time of `mlrun list` and
 `mlrun check` next to `python -c "import torch, torchvision"`.
 """
 
@@ -184,14 +186,22 @@ def child_tensor(epochs: int, threads: str) -> None:
     _report(seconds, accuracy, seen)
 
 
-def child_mlrun(epochs: int, threads: str) -> None:
+#: The feature rows: recipes/summary.toml with these overrides, against the plain recipe.
+VARIANTS: dict[str, list[str]] = {
+    "plain": [],
+    "cosine+clip": ["scheduler.name=cosine", "scheduler.warmup_epochs=1", "train.clip_grad_norm=1.0"],
+    "compile": ["train.compile=true"],
+}
+
+
+def child_mlrun(epochs: int, threads: str, variant: str = "plain") -> None:
     """mlrun on recipes/summary.toml, through its command line entry point ("default": its own thread policy)."""
     seen = _first_step_recorder()
     import csv
 
     from mlrun.cli import main
 
-    overrides = [] if threads == "default" else [f"train.threads={threads}"]
+    overrides = [*VARIANTS[variant], *([] if threads == "default" else [f"train.threads={threads}"])]
     with tempfile.TemporaryDirectory() as out:
         code = main(
             [str(RECIPE), f"train.epochs={epochs}", f"train.seed={SEED}", f"train.output_dir={out}", *overrides]
@@ -211,7 +221,9 @@ CHILDREN = {"classic": child_classic, "tensor": child_tensor, "mlrun": child_mlr
 # --------------------------------------------------------------------------- parent
 
 
-def measure(kind: str, epochs: int, threads: str, *, busy: bool = False, limit_s: float | None = None) -> dict:
+def measure(
+    kind: str, epochs: int, threads: str, *, busy: bool = False, limit_s: float | None = None, variant: str = "plain"
+) -> dict:
     """Run one child process; return its report plus time-to-first-step from process start.
 
     ``busy``: a CPU-bound loop competes for the cores while the child runs. ``limit_s``:
@@ -221,7 +233,8 @@ def measure(kind: str, epochs: int, threads: str, *, busy: bool = False, limit_s
     spawned = time.time()
     try:
         result = subprocess.run(
-            [sys.executable, __file__, "--child", kind, "--epochs", str(epochs), "--threads", threads],
+            [sys.executable, __file__, "--child", kind, "--epochs", str(epochs), "--threads", threads,
+             "--variant", variant],
             capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False,
             timeout=limit_s,
         )  # fmt: skip
@@ -259,8 +272,14 @@ def main() -> None:
     parser.add_argument("--contention-rounds", type=int, default=2, help="rounds of the contention row (0: skip it)")
     parser.add_argument("--contention-epochs", type=int, default=1)
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
+    parser.add_argument("--feature-rounds", type=int, default=2, help="rounds of the feature rows (0: skip them)")
+    parser.add_argument("--feature-epochs", type=int, default=3, help="3: the median epoch is past compile's first")
     parser.add_argument("--threads", default="default", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, default="plain", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "mlrun":
+        child_mlrun(args.epochs, args.threads, args.variant)
+        return
     if args.child:
         CHILDREN[args.child](args.epochs, args.threads)
         return
@@ -269,6 +288,8 @@ def main() -> None:
         compare_loops(args.epochs, args.rounds)
     if args.contention_rounds > 0:
         contention(args.contention_rounds, args.contention_epochs)
+    if args.feature_rounds > 0:
+        features(args.feature_rounds, args.feature_epochs)
 
     mlrun = [sys.executable, "-m", "mlrun"]
     print("\nstart-up (median of 3 runs, wall seconds):")
@@ -364,6 +385,34 @@ def contention(rounds: int, epochs: int) -> None:
         f"contended {ratio(('2', True), ('default', True))}"
     )
     print("(target: the default's contended/alone far below 10x: a shared machine costs its share, not 10x)")
+
+
+def features(rounds: int, epochs: int) -> None:
+    """The Summary recipe plain, with a cosine schedule and gradient clipping, and compiled.
+
+    Each round runs the variants in turn (order reversed every other round); ratios are
+    per round, against the plain recipe run minutes apart on the same machine.
+    """
+    names = list(VARIANTS)
+    results: list[dict[str, dict]] = []
+    for number in range(rounds):
+        order = names if number % 2 == 0 else names[::-1]
+        results.append({name: measure("mlrun", epochs, "default", variant=name) for name in order})
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[name][key] for r in results)
+
+    def ratio(name: str, key: str) -> float:
+        return statistics.median(r[name][key] / r["plain"][key] for r in results)
+
+    print(f"\nfeatures: recipes/summary.toml, {epochs} epochs, median of {rounds} rounds, ratios per round vs plain")
+    print(f"{'':32} {'s/epoch':>8} {'best':>6} {'CPU ms/step':>12} {'first step':>11} {'accuracy':>9} {'ratio':>7}")
+    for name in names:
+        label = " ".join(VARIANTS[name]) or "plain"
+        print(f"{label[:32]:32} {median(name, 'epoch_s'):8.2f} {median(name, 'best_epoch_s'):6.2f} "
+              f"{median(name, 'cpu_ms_per_step'):12.3f} {median(name, 'first_step_s'):10.2f}s "
+              f"{median(name, 'accuracy'):9.4f} {ratio(name, 'epoch_s'):6.2f}x")  # fmt: skip
+    print("(target: cosine+clip within 1.1x of plain; compile: reported, see docs/performance.md)")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,23 @@ def test_accumulation_under_two_processes_keeps_the_ranks_in_sync(tmp_path: Path
     (folder,) = (tmp_path / "runs").iterdir()
     status = json.loads((folder / "run.json").read_text())
     assert status["distributed"]["ranks_in_sync"] is True
+
+
+@pytest.mark.slow
+def test_compile_trains_the_same_model_as_eager_within_float_noise(registry) -> None:
+    compiled = train(registry, "train.epochs=1", "train.compile=true", output="compiled")
+    eager = train(registry, "train.epochs=1", output="eager")
+    a, b = weights(compiled.folder.path), weights(eager.folder.path)
+    # Inductor fuses and reorders float operations: the same training to within rounding, not bitwise.
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert compiled.final_accuracy == pytest.approx(eager.final_accuracy, abs=0.02)
+
+
+def test_compile_without_a_cpp_compiler_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    no_compilers = tmp_path / "empty-bin"
+    no_compilers.mkdir()
+    result = run_cli(
+        str(RECIPES / "summary.toml"), *SYNTHETIC, "train.compile=true", env={"PATH": str(no_compilers)}, cwd=tmp_path
+    )
+    assert result.returncode == 2 and "needs a C++ compiler" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()

@@ -21,6 +21,7 @@ import mlrun
 from mlrun import batches
 from mlrun.batches import DataPlan
 from mlrun.errors import MlrunError, UsageError
+from mlrun.precision import compile_problem
 from mlrun.recipe import ComponentSpec, Recipe, transforms_for
 from mlrun.runs import RunFolder
 from mlrun.schedule import Schedule, build_schedule
@@ -68,6 +69,8 @@ def preflight(recipe: Recipe, *, new_run: bool = True, local_rank: int | None = 
             f"trains on the {device.type.upper()}",
             problems=['use precision = "bf16" (bfloat16 autocast works on CPUs) or "32"'],
         )
+    if recipe.train.compile and (problem := compile_problem(device)):
+        raise UsageError(problem)
     data_plan = batches.plan(recipe)
     if new_run:
         RunFolder.check_writable(recipe.train.output_dir)

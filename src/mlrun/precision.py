@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,3 +60,17 @@ class Precision:
         """Continue from a :meth:`state_dict`."""
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def compile_problem(device: torch.device) -> str | None:
+    """Why ``train.compile`` cannot work on this device, or None.
+
+    Inductor builds C++ kernels on the CPU: without a compiler the run would fail at its
+    first step, after the data is loaded, with a long internal traceback.
+    """
+    if device.type == "cpu" and not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        return (
+            "train.compile = true needs a C++ compiler on the CPU (torch.compile builds C++ kernels): "
+            "install one (e.g. `apt-get install g++`) or set compile = false"
+        )
+    return None

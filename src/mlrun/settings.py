@@ -107,6 +107,11 @@ class TrainSettings(BaseModel):
     clip_grad_norm: float = Field(
         0.0, ge=0, description="clip the global gradient norm to this before each step (0: no clipping)"
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model for training steps (a one-off compile of tens of seconds; "
+        "pays for large models, not for small MLPs on a CPU: see docs/performance.md)",
+    )
     flush_denormal: bool = Field(
         True, description="flush denormal floats to zero on the CPU (faster; changes tiny values)"
     )

@@ -13,7 +13,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -92,6 +92,8 @@ class Trainer:
 
             ids = [built.device.index] if built.device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(built.model, device_ids=ids)
+        if self.settings.compile:
+            self.forward_model = cast(torch.nn.Module, torch.compile(self.forward_model))
         self.data_plan = data_plan
         self.train_source = batches.batch_source(recipe, built.train_set, data_plan, train=True)
         self.test_source = batches.batch_source(recipe, built.test_set, data_plan, train=False)

@@ -30,8 +30,12 @@ test-fast: setup data
 
 setup: $(VENV)/.installed
 
+# The distribution is torch-mlrun ("mlrun" on the package index is an unrelated project).
+# A venv set up before the rename still lists this checkout as "mlrun": that entry goes first.
 $(VENV)/.installed: pyproject.toml $(PLUGINS) Makefile
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip uninstall --quiet --disable-pip-version-check -y mlrun 2>/dev/null || true
+	rm -rf src/mlrun.egg-info
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@

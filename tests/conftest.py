@@ -187,3 +187,23 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in [m for m in sys.modules if m.startswith("mlrun_fake")]:
         del sys.modules[name]
     importlib.invalidate_caches()
+
+
+@pytest.fixture
+def checkout_venv(tmp_path: Path) -> Path:
+    """A fresh virtual environment (its own pip, nothing of this one) holding only this checkout.
+
+    The checkout is installed editable without its dependencies, so pip sees ``torch-mlrun``
+    installed from here; anything else a command asks for comes from the configured index.
+    """
+    import venv
+
+    root = tmp_path / "checkout-venv"
+    venv.EnvBuilder(with_pip=True).create(root)
+    python = root / "bin" / "python"
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-e", str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return python

@@ -46,11 +46,18 @@ def register_model():
 """
 
 
-def install_fake(site: Path, dist: str, source: str, *, entry: str | None = None, version: str = "1.0") -> None:
-    """Write a module and a dist-info folder with an ``mlrun`` entry point into ``site``."""
+def install_fake(
+    site: Path, dist: str, source: str, *, entry: str | None = None, version: str = "1.0", target: str | None = None
+) -> Path:
+    """Write a module and a dist-info folder with an ``mlrun`` entry point into ``site``; returns the module file.
+
+    ``target`` is the entry point's value (default: the module), e.g. ``module.gone`` for a stale one.
+    """
     module = dist.replace("-", "_")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    path = site / f"{module}.py"
+    path.write_text(textwrap.dedent(source))
     info = site / f"{module}-{version}.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[mlrun]\n{entry or module} = {module}\n")
+    (info / "entry_points.txt").write_text(f"[mlrun]\n{entry or module} = {target or module}\n")
+    return path

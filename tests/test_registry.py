@@ -30,7 +30,7 @@ def test_builtins_are_registered_through_the_hooks(registry) -> None:
 
 
 def test_builtin_plugins_use_only_the_public_api() -> None:
-    """Built-ins import from mlrun only what a third-party plugin can: the package, mlrun.data and mlrun.idx."""
+    """Built-ins import from mlrun only what a third-party plugin can: the package, mlrun.data, mlrun.idx, mlrun.metrics."""
     import mlrun
     import mlrun.builtins
 
@@ -38,7 +38,9 @@ def test_builtin_plugins_use_only_the_public_api() -> None:
     for path in Path(mlrun.builtins.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlrun"):
-                assert node.module in ("mlrun", "mlrun.data", "mlrun.idx"), f"{path.name} imports {node.module}"
+                assert node.module in ("mlrun", "mlrun.data", "mlrun.idx", "mlrun.metrics"), (
+                    f"{path.name} imports {node.module}"
+                )
                 if node.module == "mlrun":
                     assert {a.name for a in node.names} <= public, path.name
 
@@ -79,12 +81,28 @@ def test_duplicate_names_name_both_plugins_whatever_the_order() -> None:
         messages.append(str(info.value))
     assert messages[0] == messages[1]
     assert "'a-plugin'" in messages[0] and "'b-plugin'" in messages[0]
+    assert 'name = "a-plugin:twin" or name = "b-plugin:twin"' in messages[0]
 
 
-def test_duplicate_of_a_builtin_is_an_error_too() -> None:
-    registry = _registry_with(_model_plugin("shadow", "classifier"))
-    with pytest.raises(LookupProblem, match="built-in"):
-        registry.get("model", "classifier")
+def test_a_clash_stays_usable_by_qualified_name() -> None:
+    registry = _registry_with(_model_plugin("a-plugin", "twin"), _model_plugin("b-plugin", "twin"))
+    assert registry.get("model", "b-plugin:twin").component.summary == "from b-plugin"
+    assert registry.get("model", "A_Plugin:twin").plugin.name == "a-plugin"  # compared the way pip compares names
+    with pytest.raises(LookupProblem, match=r"no loaded plugin called 'c-plugin' gives model 'twin'"):
+        registry.get("model", "c-plugin:twin")
+    assert [e.qualified_name for e in registry.everything() if e.component.name == "twin"] == [
+        "a-plugin:twin",
+        "b-plugin:twin",
+    ]
+
+
+def test_a_builtin_name_is_reserved_and_the_builtin_keeps_working() -> None:
+    registry = _registry_with(_model_plugin("shadow", "classifier"), _model_plugin("shadow-too", "classifier"))
+    assert registry.get("model", "classifier").plugin.builtin
+    info = registry.plugins.infos["shadow"]
+    assert info.status == "failed"  # it gave nothing else
+    assert "'classifier' is the name of a built-in model, and built-in names are reserved" in (info.error or "")
+    assert "rename it (e.g. 'shadow_classifier')" in (info.error or "")
 
 
 def test_unknown_name_suggests_the_closest_and_how_to_list(registry) -> None:
@@ -101,7 +119,9 @@ def test_a_hook_that_raises_marks_only_its_plugin_failed() -> None:
         raise RuntimeError("boom")
 
     registry = _registry_with(_plugin("broken", register_criteria=register_criteria))
-    assert registry.plugins.infos["broken"].error == "register_criteria() raised RuntimeError: boom"
+    error = registry.plugins.infos["broken"].error or ""
+    assert error.startswith("register_criteria() raised RuntimeError at ") and error.endswith(": boom")
+    assert f"{__file__}:" in error  # the test module holds the hook: its file and line, not mlrun's
     assert "nll" in registry.names("criterion")
     with pytest.raises(LookupProblem, match="'broken'"):
         registry.get("criterion", "focal")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import pip_install_editable, run_cli
+from mlrun.recipe_file import tomllib
+from mlrun.scaffold import create_plugin
+
+from conftest import REPO, pip_install_editable, run_cli
 
 
 @pytest.mark.slow
@@ -30,9 +34,43 @@ def test_scaffold_installs_and_is_listed(tmp_path: Path, plugin_venv: Path) -> N
     check = subprocess.run([str(plugin_venv), "-m", "mlrun", "check", "recipes/example.toml"], cwd=package,
                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert check.returncode == 0, check.stderr
-    tests = subprocess.run([str(plugin_venv), "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=package,
+    tests = subprocess.run([str(plugin_venv), "-m", "pytest", "-v", "-p", "no:cacheprovider"], cwd=package,
                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert tests.returncode == 0 and "2 passed" in tests.stdout, tests.stdout + tests.stderr
+    assert tests.returncode == 0 and "5 passed" in tests.stdout, tests.stdout + tests.stderr
+    # the generated test runs mlrun's conformance kit on the example model
+    assert "test_conformance[model:widget_mlp:output] PASSED" in tests.stdout, tests.stdout
+
+
+def test_scaffold_depends_on_this_framework_not_the_other_mlrun(tmp_path: Path) -> None:
+    package = create_plugin("mlrun-widget", tmp_path)
+    dependencies = tomllib.loads((package / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[<>=!~;\[ ]", requirement)[0].lower() for requirement in dependencies]
+    assert "torch-mlrun" in names and "mlrun" not in names, dependencies
+    readme = (package / "README.md").read_text()
+    assert "torch-mlrun" in readme and "pypi.org/project/mlrun" not in readme
+
+
+@pytest.mark.slow
+def test_scaffold_resolves_to_this_framework_in_a_fresh_venv(tmp_path: Path, checkout_venv: Path) -> None:
+    """`pip install --dry-run` against the configured index: torch-mlrun is the checkout, never the other mlrun."""
+    package = create_plugin("mlrun-widget", tmp_path)
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [str(checkout_venv), "-m", "pip", "install", "--dry-run", "--disable-pip-version-check",
+         "--report", str(report), str(package)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (would,) = [line for line in result.stdout.splitlines() if line.startswith("Would install")]
+    assert "mlrun-widget-0.1.0" in would.split()
+    assert not re.search(r"(^|\s)mlrun-\d", would), would  # the other project (mlrun-1.x) is not pulled in
+    installs = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert "mlrun" not in installs and "torch-mlrun" not in installs, installs
+    assert "Requirement already satisfied: torch-mlrun" in result.stdout
+    # ... and the torch-mlrun that satisfied it is this checkout
+    where = subprocess.run([str(checkout_venv), "-c", "import importlib.util as u; print(u.find_spec('mlrun').origin)"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert where.stdout.strip() == str(REPO / "src" / "mlrun" / "__init__.py"), where.stdout + where.stderr
 
 
 def test_scaffold_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -43,7 +81,7 @@ def test_scaffold_refuses_to_overwrite(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "mlrun-taken").iterdir()] == ["keep.txt"]
 
 
-@pytest.mark.parametrize("name", ["Bad Name", "9lives", "my--plugin", "class", "mlrun", "über"])
+@pytest.mark.parametrize("name", ["Bad Name", "9lives", "my--plugin", "class", "mlrun", "torch-mlrun", "über"])
 def test_scaffold_rejects_invalid_names(tmp_path: Path, name: str) -> None:
     result = run_cli("new", "plugin", name, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -21,6 +21,8 @@ import mlrun
 from mlrun import batches
 from mlrun.batches import DataPlan
 from mlrun.errors import MlrunError, UsageError
+from mlrun.plugin_guard import failure_site
+from mlrun.plugin_hooks import hook_roots
 from mlrun.precision import compile_problem
 from mlrun.recipe import ComponentSpec, Recipe, transforms_for
 from mlrun.runs import RunFolder
@@ -132,9 +134,11 @@ def build_component(spec: ComponentSpec, **injected: Any) -> Any:
         ) from exc
     except Exception as exc:
         component = spec.component
+        # The plugin author needs the line of their own code that failed, not torch's or mlrun's.
+        site = None if spec.entry.plugin.builtin else failure_site(exc, hook_roots(component.factory))
         raise MlrunError(
-            f"could not build {component.kind} '{component.name}' "
-            f"(from {spec.entry.plugin.label}): {type(exc).__name__}: {exc}"
+            f"could not build {component.kind} '{component.name}' (from {spec.entry.plugin.label}): "
+            f"{type(exc).__name__}{f' at {site}' if site else ''}: {exc}"
         ) from exc
 
 

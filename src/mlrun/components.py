@@ -3,7 +3,9 @@
 A component is a named factory plus what mlrun needs to know about it before
 calling it: a one-line summary, and for models and criteria what they output and
 expect. The factory's type-annotated keyword parameters are the component's recipe
-parameters; see :mod:`mlrun.params`.
+parameters; see :mod:`mlrun.params`. Every field is checked when the plugin loads
+(:mod:`mlrun.descriptor_checks`): a descriptor with a mistake is refused, with the
+plugin and component named, and the plugin's other components still load.
 
 Each descriptor class also declares its **kind**, once: the hook that returns its
 components, the recipe section that names them (one table, or a list of tables),
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, get_args
 
 #: What a model's forward pass returns, and what a criterion expects as input.
@@ -54,15 +56,13 @@ class Component:
     optional_injected: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
-            raise ValueError(
-                f"invalid {self.kind} name {self.name!r}: use lowercase letters, digits and "
-                "underscores, starting with a letter (e.g. 'small_cnn')"
-            )
-        if not callable(self.factory):
-            raise TypeError(f"{self.kind} {self.name!r}: factory must be callable")
-        if not isinstance(self.summary, str) or not self.summary.strip():
-            raise ValueError(f"{self.kind} {self.name!r}: summary must be a non-empty string")
+        # Lists where tuples are meant (classes=[...]) are a natural slip: take them as tuples,
+        # so the descriptor stays hashable. Everything else is checked when the plugin loads
+        # (mlrun.descriptor_checks), where a bad descriptor costs only itself, not its siblings.
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, list):
+                object.__setattr__(self, spec.name, tuple(value))
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,6 @@ class Model(Component):
     hook: ClassVar[str] = "register_models"
     section: ClassVar[str] = "model"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.output, str):
-            raise TypeError(f"model {self.name!r}: output must be a string")
-
     def output_kind(self, params: Mapping[str, Any]) -> str:
         """What this model outputs when built with the given (validated) parameters."""
         if self.output in OUTPUT_KINDS:
@@ -150,12 +145,6 @@ class Criterion(Component):
     kind: ClassVar[str] = "criterion"
     hook: ClassVar[str] = "register_criteria"
     section: ClassVar[str] = "criterion"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        unknown = [e for e in self.expects if e not in OUTPUT_KINDS]
-        if unknown or not self.expects:
-            raise ValueError(f"criterion {self.name!r}: expects must list some of {', '.join(OUTPUT_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -175,6 +164,7 @@ class Optimizer(Component):
 
 #: When a scheduler steps: after every optimizer step, or after each epoch's evaluation.
 Interval = Literal["step", "epoch"]
+INTERVALS: tuple[str, ...] = get_args(Interval)
 
 
 @dataclass(frozen=True)
@@ -200,13 +190,6 @@ class Scheduler(Component):
     required: ClassVar[bool] = False
     injected: ClassVar[frozenset[str]] = frozenset({"optimizer"})
     optional_injected: ClassVar[frozenset[str]] = frozenset({"steps_per_epoch", "epochs"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.interval not in get_args(Interval):
-            raise ValueError(f"scheduler {self.name!r}: interval must be 'step' or 'epoch', got {self.interval!r}")
-        if self.monitor and self.interval != "epoch":
-            raise ValueError(f"scheduler {self.name!r}: a monitoring schedule steps per epoch (interval='epoch')")
 
 
 #: The built-in kinds, in the order of the classic recipe. Plugins may declare more.

@@ -129,83 +129,91 @@ def resolve_root(
     Raises a :class:`UsageError` naming what was tried, or what is missing, and the fix.
     """
     target = Path(root).expanduser() if root else user_data_dir()
-    raw = target / spec.folder / "raw"
-    existing = nearest_existing(raw)
+    look = _Lookup(spec, root, target, download, downloader)
+    existing = nearest_existing(look.raw)
     if not existing.is_dir():
         raise UsageError(
             f"cannot store {spec.title} under {target}: {existing} is a file, not a folder",
             problems=[f"point `--data DIR` (or dataset.root) at a folder; the IDX files go in DIR/{spec.folder}/raw/"],
         )
-    state = _inspect(raw, spec)
+    state = _inspect(look.raw, spec)
     if state.complete:
         return target
-
     system = find_system_copy(spec)
-    offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0")
-    can_download = download and downloader is not None and not offline
-    if state.empty and system is None and not can_download:
-        raise _not_found(spec, root, raw, offline=offline, download=download, downloader=downloader)
+    if state.empty and system is None and not look.can_download:
+        raise _not_found(look)
     if not os.access(existing, os.W_OK | os.X_OK):
         if state.missing and not state.empty:
-            raise _incomplete(spec, root, raw, state)
+            raise _incomplete(spec, root, look.raw, state)
         raise UsageError(
             f"cannot store {spec.title} under {target}: {existing} is not writable",
             problems=["choose a writable data folder with `--data DIR` or $" + DATA_DIR_ENV],
         )
-
     try:
         with _filling(target, spec):
-            state = _inspect(raw, spec)  # another run may have filled it while this one waited
-            if state.complete:
-                return target
-            if not state.empty:
-                if state.missing:
-                    raise _incomplete(spec, root, raw, state)
-                _add_files(raw, state.gzipped, lambda staging: _unpack_in_place(raw, staging, state.gzipped))
-            elif system is not None:
-                _add_files(raw, spec.files, lambda staging: _unpack_system_copy(spec, system, staging))
-            elif not can_download:  # emptied while this run waited for the lock
-                raise _not_found(spec, root, raw, offline=offline, download=download, downloader=downloader)
-            else:
-                try:
-                    _add_files(raw, spec.files, lambda staging: _download(spec, downloader, staging))  # type: ignore[arg-type]
-                except UsageError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - any download failure becomes advice
-                    if has_files(target, spec):
-                        return target
-                    failure = f"download: failed ({type(exc).__name__}: {exc})"
-                    raise _not_found(spec, root, raw, offline=offline, download=download,
-                                     downloader=downloader, failure=failure) from exc  # fmt: skip
+            _fill(look, system)
     except OSError as exc:  # a full disk, a folder made read-only meanwhile: not a traceback
-        raise MlrunError(f"could not store {spec.title} in {raw}: {exc.strerror or exc}") from exc
+        raise MlrunError(f"could not store {spec.title} in {look.raw}: {exc.strerror or exc}") from exc
     return target
 
 
-def _not_found(
-    spec: IdxDataset,
-    root: str | None,
-    raw: Path,
-    *,
-    offline: bool,
-    download: bool,
-    downloader: Callable[[Path], None] | None,
-    failure: str = "",
-) -> UsageError:
+@dataclass(frozen=True)
+class _Lookup:
+    """One search for a dataset: what was asked, and where its files go."""
+
+    spec: IdxDataset
+    root: str | None
+    target: Path
+    download: bool
+    downloader: Callable[[Path], None] | None
+    offline: bool = field(default_factory=lambda: os.environ.get(OFFLINE_ENV, "") not in ("", "0"))
+
+    @property
+    def raw(self) -> Path:
+        return self.target / self.spec.folder / "raw"
+
+    @property
+    def can_download(self) -> bool:
+        return self.download and self.downloader is not None and not self.offline
+
+
+def _fill(look: _Lookup, system: Path | None) -> None:
+    """Complete ``raw/`` while holding the lock: in place, from the system copy, or by download."""
+    spec, raw = look.spec, look.raw
+    state = _inspect(raw, spec)  # another run may have filled it while this one waited
+    if state.complete:
+        return
+    if not state.empty:
+        if state.missing:
+            raise _incomplete(spec, look.root, raw, state)
+        _add_files(raw, state.gzipped, lambda staging: _unpack_in_place(raw, staging, state.gzipped))
+    elif system is not None:
+        _add_files(raw, spec.files, lambda staging: _unpack_system_copy(spec, system, staging))
+    elif not look.can_download or look.downloader is None:  # emptied while this run waited for the lock
+        raise _not_found(look)
+    else:
+        downloader = look.downloader
+        try:
+            _add_files(raw, spec.files, lambda staging: _download(spec, downloader, staging))
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any download failure becomes advice
+            if not has_files(look.target, spec):
+                raise _not_found(look, f"download: failed ({type(exc).__name__}: {exc})") from exc
+
+
+def _not_found(look: _Lookup, failure: str = "") -> UsageError:
+    spec, root, raw = look.spec, look.root, look.raw
     tried = [f"{raw}: no IDX files there"]
     tried += [f"{folder}: not installed" for folder in spec.system_dirs]
     if failure:
         tried.append(failure)
-    elif offline:
+    elif look.offline:
         tried.append(f"download: not attempted ({OFFLINE_ENV} is set)")
-    elif not download or downloader is None:
+    elif not look.download or look.downloader is None:
         tried.append("download: not attempted (download = false)")
-    fixes = [spec.install_hint] if spec.install_hint else []
-    fixes += list(spec.extra_fixes)
-    fixes.append(
-        f'point at a copy: `--data DIR` or `dataset.root = "DIR"`, with the IDX files in DIR/{spec.folder}/raw/'
-    )
-    fixes += _user_copy_fix(spec, root)
+    copy = f'point at a copy: `--data DIR` or `dataset.root = "DIR"`, with the IDX files in DIR/{spec.folder}/raw/'
+    fixes = [*([spec.install_hint] if spec.install_hint else []), *spec.extra_fixes, copy, *_user_copy_fix(spec, root)]
     return UsageError(
         f"{spec.title} not found. Tried:",
         problems=[*tried, "To fix, either:", *(f"- {fix}" for fix in fixes)],

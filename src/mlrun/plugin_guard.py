@@ -10,6 +10,7 @@ crashes in C code, and C loops that never return to Python.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -96,6 +97,45 @@ def plugin_code(info: PluginInfo, hook: str | None = None, *, limit: float = DEF
             ) from None
         finally:
             timer.active = False  # first thing: a late alarm must not hit mlrun's own cleanup
+
+
+def code_roots(module_name: str) -> list[str]:
+    """Where a plugin's own code lives: its top-level package's folders, or its module file.
+
+    Found without importing anything, so it also works for a plugin whose import failed.
+    """
+    top = module_name.split(".")[0]
+    module = sys.modules.get(top)
+    locations: list[str] = []
+    if module is not None:
+        locations = list(getattr(module, "__path__", None) or []) or [getattr(module, "__file__", None) or ""]
+    else:
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            locations = list(spec.submodule_search_locations or []) or [spec.origin or ""]
+    return [os.path.realpath(loc) for loc in locations if loc]
+
+
+def failure_site(exc: BaseException, roots: list[str]) -> str | None:
+    """``path:line`` of the innermost traceback frame inside the plugin's own code (``roots``).
+
+    The innermost frame overall is often in torch or in mlrun; the author needs the line
+    of their own code that led there. A SyntaxError's site is the line it points at.
+    """
+    if isinstance(exc, SyntaxError) and exc.filename and _inside(exc.filename, roots):
+        return f"{exc.filename}:{exc.lineno}"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if _inside(frame.filename, roots):
+            return f"{frame.filename}:{frame.lineno}"
+    return None
+
+
+def _inside(filename: str, roots: list[str]) -> bool:
+    path = os.path.realpath(filename)
+    return any(path == root or path.startswith(root + os.sep) for root in roots)
 
 
 @dataclass

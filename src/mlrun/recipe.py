@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,21 +15,16 @@ from typing import Any
 
 import pydantic
 
-from mlrun.components import KINDS, OUTPUT_KINDS, Component
+from mlrun.components import KINDS, Component
 from mlrun.errors import UsageError, did_you_mean
 from mlrun.params import format_value, looks_numeric, to_jsonable, validate_params
+from mlrun.recipe_checks import channel_problems, pairing, wants_pairing_check
 from mlrun.recipe_file import apply_overrides, merge, parse_override, read_recipe_file
-from mlrun.registry import Entry, LookupProblem, Registry
+from mlrun.registry import QUALIFIED, Entry, LookupProblem, Registry
 from mlrun.settings import TrainSettings, run_name_from
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - exercised on Python 3.10 only
-    pass
 
 #: The section of the training settings; every other section belongs to a component kind.
 TRAIN_SECTION = "train"
-OUTPUT_WORDS = {"logits": "raw logits", "log_probs": "log-probabilities", "probs": "probabilities"}
 
 
 def transforms_for(specs: Sequence[ComponentSpec], *, train: bool) -> list[ComponentSpec]:
@@ -44,6 +38,9 @@ class ComponentSpec:
 
     entry: Entry
     params: dict[str, Any]
+    #: The name as the recipe chose it when it named the plugin too (``mlrun-lenet:adamw``):
+    #: kept in the resolved recipe, so a resumed run picks the same component again.
+    chosen_as: str | None = None
 
     @property
     def component(self) -> Component:
@@ -65,7 +62,7 @@ class ComponentSpec:
     def to_dict(self) -> dict[str, Any]:
         """The section as written in a resolved recipe (TOML cannot hold None: such keys are left out)."""
         values = {k: to_jsonable(v) for k, v in self.params.items() if v is not None}
-        return {"name": self.component.name, **values}
+        return {"name": self.chosen_as or self.component.name, **values}
 
 
 @dataclass
@@ -147,6 +144,9 @@ class _Problems:
     path: Path
     origins: dict[tuple[str, ...], str]
     lines: list[str] = field(default_factory=list)
+    #: Components whose name resolved though their parameters did not, by recipe key:
+    #: cross-component checks still run on them, so every problem is reported at once.
+    resolved: dict[str, Entry] = field(default_factory=dict)
 
     def add(self, key: str, message: str) -> None:
         parts = tuple(key.split("."))
@@ -187,24 +187,19 @@ def validate_recipe(
         if key not in sections:
             problems.add(key, f"unknown section{did_you_mean(key, sections)} (sections: {', '.join(sections)})")
     components = {kind: _section(data, cls, registry, problems) for kind, cls in registry.kinds.items()}
-    transforms = components["transform"]
-    dataset = components["dataset"]
-    if isinstance(dataset, ComponentSpec) and isinstance(transforms, list):
-        channels: int | None = getattr(dataset.component, "channels", None)
-        for index, spec in enumerate(transforms):
-            if channels is not None:
-                _check_channels(spec, f"transforms.{index}", dataset.component.name, channels, problems)
-
+    # The checks between components run whenever their names resolve, so they are reported
+    # together with every other problem, not only once the rest is fixed.
+    for key, message in channel_problems(components):
+        problems.add(key, message)
     train = _train_settings(data.get(TRAIN_SECTION, {}), problems)
     recipe_warnings: list[str] = []
-    model, criterion = components["model"], components["criterion"]
-    if (
-        isinstance(model, ComponentSpec)
-        and isinstance(criterion, ComponentSpec)
-        and train
-        and train.check_model_criterion
-    ):
-        _check_pairing(model, criterion, registry, problems, recipe_warnings)
+    if wants_pairing_check(data.get(TRAIN_SECTION), train):
+        model = components.get("model")
+        output = model.component.output_kind(model.params) if isinstance(model, ComponentSpec) else None  # type: ignore[attr-defined]
+        problem, warning = pairing(problems.resolved.get("model"), output, problems.resolved.get("criterion"), registry)
+        if problem:
+            problems.add("criterion.name", problem)
+        recipe_warnings += [warning] if warning else []
     # Whether "cuda" is there and "memory" can serve these components is the pre-flight's
     # question (mlrun.build.preflight): validation stays pure, so a GPU-trained run still loads.
 
@@ -252,7 +247,7 @@ def _component(raw: Any, kind: str, key: str, registry: Registry, problems: _Pro
     if not isinstance(name, str):
         problems.add(f"{key}.name", f"expected a {kind} name (a string), got {format_value(name)}")
         return None
-    if re.search(r"[.:/\\]", name):
+    if re.search(r"[.:/\\]", name) and not QUALIFIED.match(name):
         tail = re.split(r"[.:/\\]", name)[-1].lower()
         problems.add(
             f"{key}.name",
@@ -265,6 +260,7 @@ def _component(raw: Any, kind: str, key: str, registry: Registry, problems: _Pro
     except LookupProblem as exc:
         problems.add(f"{key}.name", str(exc))
         return None
+    problems.resolved[key] = entry
     raw_params = {k: v for k, v in raw.items() if k != "name"}
     params, param_problems = validate_params(entry.component, raw_params)
     for param_key, message in param_problems:
@@ -277,19 +273,7 @@ def _component(raw: Any, kind: str, key: str, registry: Registry, problems: _Pro
         except ValueError as exc:
             problems.add(key, str(exc))
             return None
-    return ComponentSpec(entry, params)
-
-
-def _check_channels(spec: ComponentSpec, key: str, dataset: str, channels: int, problems: _Problems) -> None:
-    for param in getattr(spec.component, "per_channel", ()):
-        values = spec.params.get(param)
-        if isinstance(values, (list, tuple)) and len(values) not in (1, channels):
-            plural = "s" if channels != 1 else ""
-            problems.add(
-                f"{key}.{param}",
-                f"{len(values)} values, but dataset '{dataset}' has {channels} channel{plural}: "
-                f"give {channels} value{plural}" + ("" if channels == 1 else " or 1 for all"),
-            )
+    return ComponentSpec(entry, params, chosen_as=entry.qualified_name if QUALIFIED.match(name) else None)
 
 
 def _train_settings(raw: Any, problems: _Problems) -> TrainSettings | None:
@@ -317,37 +301,3 @@ def _train_settings(raw: Any, problems: _Problems) -> TrainSettings | None:
                     message += f" — write it without quotes: {key.split('.')[-1]} = {value}"
             problems.add(f"train.{key}", message)
         return None
-
-
-def _check_pairing(
-    model: ComponentSpec,
-    criterion: ComponentSpec,
-    registry: Registry,
-    problems: _Problems,
-    recipe_warnings: list[str],
-) -> None:
-    """The classic rule: log_softmax goes with NLLLoss, raw logits with CrossEntropyLoss."""
-    output = model.entry.component.output_kind(model.params)  # type: ignore[attr-defined]
-    expects: tuple[str, ...] = criterion.entry.component.expects  # type: ignore[attr-defined]
-    if output in expects:
-        return
-    if output == "log_probs" and "logits" in expects:
-        recipe_warnings.append(
-            f"model '{model.component.name}' already outputs log-probabilities, so criterion "
-            f"'{criterion.component.name}' applies log_softmax twice: the loss is the same but the "
-            "work is wasted; criterion 'nll' fits"
-        )
-        return
-    fitting = [
-        name
-        for name in registry.names("criterion")
-        if output in getattr(registry.get("criterion", name).component, "expects", ())
-    ]
-    fix = f"use criterion {' or '.join(repr(n) for n in fitting)}" if fitting else "choose another model"
-    expected = " or ".join(OUTPUT_WORDS.get(e, e) for e in expects if e in OUTPUT_KINDS)
-    problems.add(
-        "criterion.name",
-        f"'{criterion.component.name}' expects {expected}, but model "
-        f"'{model.component.name}' outputs {OUTPUT_WORDS.get(output, output)}, which would "
-        f"silently train badly; {fix} (or set train.check_model_criterion = false to train anyway)",
-    )

@@ -118,7 +118,10 @@ def check_changes(
 
     ``saved`` is the recipe recorded in the checkpoint, ``requested`` the one to resume with.
     """
-    changes = changed_keys(dict(saved), dict(requested))
+    changes = [
+        key for key in changed_keys(dict(saved), dict(requested))
+        if not _same_choice(_value_at_raw(saved, key), _value_at_raw(requested, key), folder)
+    ]  # fmt: skip
     described = [f"{key}: {_value_at(saved, key)} -> {_value_at(requested, key)}" for key in changes]
     scheduled = "scheduler" in saved
     refused = [
@@ -152,7 +155,29 @@ def check_changes(
     return changes
 
 
-def _value_at(recipe: Mapping[str, Any], key: str) -> str:
+def _same_choice(before: Any, after: Any, folder: Path) -> bool:
+    """``lion`` and ``mlrun-lenet:lion`` name the same component when the run's run.json records mlrun-lenet.
+
+    Once a second plugin gives the same name, a run must be resumed with the qualified
+    name; that is no change of component if the qualifier is the plugin the run used.
+    """
+    from mlrun.plugins import normalize
+    from mlrun.registry import QUALIFIED
+    from mlrun.runs import recorded_plugins
+
+    if not (isinstance(before, str) and isinstance(after, str)):
+        return False
+    plain, qualified = sorted((before, after), key=lambda name: ":" in name)
+    match = QUALIFIED.match(qualified)
+    if ":" in plain or match is None or match["name"] != plain:
+        return False
+    return normalize(match["plugin"]) in {normalize(dist) for dist in recorded_plugins(folder)}
+
+
+_UNSET = object()
+
+
+def _value_at_raw(recipe: Mapping[str, Any], key: str) -> Any:
     node: Any = recipe
     for part in key.split("."):
         if isinstance(node, Mapping) and part in node:
@@ -160,5 +185,10 @@ def _value_at(recipe: Mapping[str, Any], key: str) -> str:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return "(unset)"
-    return format_value(node)
+            return _UNSET
+    return node
+
+
+def _value_at(recipe: Mapping[str, Any], key: str) -> str:
+    node = _value_at_raw(recipe, key)
+    return "(unset)" if node is _UNSET else format_value(node)

@@ -120,6 +120,22 @@ def _fits(name: str, value: object) -> bool:
     return isinstance(value, str)
 
 
+#: run.json ``versions`` keys that are the software around a run, not plugin distributions.
+NON_PLUGIN_VERSIONS = frozenset({"python", "torch", "torchvision", "mlrun"})
+
+
+def recorded_plugins(folder: Path) -> dict[str, str]:
+    """The plugin distributions a run used, as its run.json records them (name: version).
+
+    Empty when the folder has no readable run.json: this is only ever a hint.
+    """
+    try:
+        status = RunFolder(Path(folder)).read_status()
+    except UsageError:
+        return {}
+    return {name: version for name, version in status.versions.items() if name not in NON_PLUGIN_VERSIONS}
+
+
 class RunFolder:
     """A run's folder and the files in it."""
 

@@ -8,6 +8,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from mlrun import DISTRIBUTION as FRAMEWORK_DISTRIBUTION  # mlrun's own name on the package index
 from mlrun.errors import UsageError
 from mlrun.files import staged_folder
 
@@ -23,7 +24,8 @@ name = "{dist}"
 version = "0.1.0"
 description = "mlrun plugin: {dist}"
 requires-python = ">=3.10"
-dependencies = ["mlrun", "torch>=2.4", "annotated-types>=0.6"]
+# torch-mlrun is this framework; "mlrun" on the package index is an unrelated project.
+dependencies = ["torch-mlrun", "torch>=2.4", "annotated-types>=0.6"]
 
 [project.optional-dependencies]
 test = ["pytest>=8"]
@@ -77,13 +79,23 @@ INIT = '''\
 '''
 
 TEST = '''\
-"""Tests for {dist}: the model works and mlrun finds it through the entry point."""
+"""Tests for {dist}: mlrun's conformance checks pass, and mlrun finds the plugin through its entry point."""
 
+import pytest
 import torch
 
 from mlrun.plugins import PluginSettings, load_plugins
 from mlrun.registry import build_registry
+from mlrun.testing import plugin_checks
 from {module}.plugin import {model}
+
+#: mlrun's checks of every component this plugin registers: output kind, parameters, batch transforms...
+CHECKS = plugin_checks("{module}")
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=[check.id for check in CHECKS])
+def test_conformance(check) -> None:
+    check.run()
 
 
 def test_model_outputs_one_score_per_class() -> None:
@@ -129,13 +141,15 @@ epochs = 1
 README = """\
 # {dist}
 
-An [mlrun](https://pypi.org/project/mlrun/) plugin providing the model `{model}`.
+A plugin for mlrun, the plugin-based PyTorch training framework, providing the model
+`{model}`. It depends on mlrun's distribution, `torch-mlrun` (the `mlrun` on PyPI is an
+unrelated project).
 
 ```sh
 pip install -e .
 mlrun list model            # shows {model}, from {dist}==0.1.0
 mlrun recipes/example.toml  # trains it on Fashion-MNIST
-pytest                      # the plugin's tests
+pytest                      # the plugin's tests, mlrun's conformance checks among them
 ```
 """
 
@@ -146,6 +160,11 @@ def names_for(name: str) -> tuple[str, str, str]:
         raise UsageError(
             f"'{name}' is not a valid package name: use lowercase letters, digits and single "
             "hyphens or underscores, starting with a letter (e.g. mlrun-acme)"
+        )
+    if _normalized(name) == FRAMEWORK_DISTRIBUTION:
+        raise UsageError(
+            f"'{name}' is the name of mlrun's own distribution: installing the plugin would replace "
+            f"mlrun; choose another name, e.g. {_suggest(name)}"
         )
     module = name.replace("-", "_")
     if keyword.iskeyword(module):
@@ -198,7 +217,7 @@ def _normalized(dist: str) -> str:
 
 def _suggest(name: str) -> str:
     """A distinctive name in the usual style; mlrun-NAME is almost never taken."""
-    return "mlrun-acme" if _normalized(name) == "mlrun" else f"mlrun-{name}"
+    return "mlrun-acme" if _normalized(name) in ("mlrun", FRAMEWORK_DISTRIBUTION) else f"mlrun-{name}"
 
 
 def create_plugin(name: str, parent: Path) -> Path:

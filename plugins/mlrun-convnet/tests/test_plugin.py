@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mlrun import Criterion, Model
+from mlrun.testing import check_plugin, plugin_checks
 from mlrun_convnet import plugin
 from mlrun_convnet.plugin import FocalLoss, focal, focal_loss, small_cnn
 
@@ -160,6 +161,23 @@ def test_parameters_are_typed_and_constrained() -> None:
         assert validate_params(model, bad)[1], bad
     assert validate_params(criterion, {"gamma": -1.0})[1]
     assert validate_params(criterion, {"gamma": 0.0})[1] == []
+
+
+# --------------------------------------------------------------------------- mlrun's conformance checks
+
+#: Every convention check mlrun has for this plugin's components (output kind, parameters, ...).
+CHECKS = plugin_checks("mlrun-convnet")
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=[check.id for check in CHECKS])
+def test_conformance(check) -> None:
+    check.run()
+
+
+def test_conformance_covers_both_components_and_skips_nothing() -> None:
+    report = check_plugin("mlrun-convnet")
+    assert report.skipped == ()
+    assert {"model:small_cnn:output", "criterion:focal:loss", "model:small_cnn:out-of-range"} <= set(report.passed)
 
 
 # --------------------------------------------------------------------------- registration

@@ -96,6 +96,11 @@ def _with_default_command(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlrun`` console script; returns the exit code."""
+    from mlrun import CONFLICT
+
+    if CONFLICT:  # the unrelated `mlrun` package replaced some of our files: say so, not a random error
+        print(f"error: {CONFLICT}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     options, overrides = _split_overrides(args_list)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlrun.plugins import PluginInfo
     from mlrun.registry import Registry
 
 
@@ -32,12 +36,35 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_option(parser)
 
 
-def load_registry(args: argparse.Namespace) -> Registry:
-    """Load the plugins (honouring --strict-plugins) and collect their components."""
-    from mlrun.plugins import PluginSettings, load_plugins
+def load_registry(args: argparse.Namespace, *, run_dir: str | Path | None = None) -> Registry:
+    """Load the plugins (honouring --strict-plugins) and collect their components.
+
+    With ``--debug``, every plugin failure's traceback goes to stderr first (before a
+    strict-mode error, too). ``run_dir``: the run folder a recipe will be read from; an
+    unknown component then names the plugins its run.json records that are not installed.
+    """
+    from mlrun.plugins import PluginSettings, load_plugins, raise_if_failed
     from mlrun.registry import build_registry
 
-    return build_registry(load_plugins(PluginSettings.from_env(strict=args.strict_plugins)))
+    settings = PluginSettings.from_env(strict=args.strict_plugins)
+    # Strictness is applied once everything is loaded, so --debug can show every traceback first.
+    registry = build_registry(load_plugins(dataclasses.replace(settings, strict=False)))
+    if getattr(args, "debug", False):
+        print_plugin_tracebacks(registry.plugins.infos.values())
+    if settings.strict:
+        raise_if_failed(registry.plugins)
+    if run_dir is not None:
+        registry.remember_run(Path(run_dir))
+    return registry
+
+
+def print_plugin_tracebacks(infos: Iterable[PluginInfo]) -> None:
+    """For --debug: the full traceback of every plugin failure, the plugin's own frames included."""
+    for info in infos:
+        failures = [(info.error, info.details)] if info.error else [(p.text, p.details) for p in info.problems]
+        for reason, details in failures:
+            if details:
+                print(f"plugin '{info.name}' ({info.label}): {reason}\n{details.rstrip()}", file=sys.stderr)
 
 
 def data_override(args: argparse.Namespace) -> dict[str, Any] | None:

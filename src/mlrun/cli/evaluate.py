@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate the run's model on the test split and report it."""
     from mlrun import evaluation
 
-    evaluation.evaluate(Path(args.run_dir), registry=load_registry(args), echo=echo)
+    evaluation.evaluate(Path(args.run_dir), registry=load_registry(args, run_dir=args.run_dir), echo=echo)
     return EXIT_OK

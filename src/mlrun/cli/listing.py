@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from mlrun.cli.output import format_table
 from mlrun.errors import EXIT_OK, UsageError, did_you_mean
 
 if TYPE_CHECKING:
+    from mlrun.components import Component  # noqa: F401 - also imported where it is needed at run time
     from mlrun.registry import Entry, Registry
 
 EXAMPLES = """\
@@ -40,24 +42,42 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the components (of one kind), as a table or as JSON."""
+    """Print the components (of one kind), as a table or as JSON; plugin problems go to stderr."""
     registry = load_registry(args)
     if args.kind is not None:
         check_kind(args.kind, registry)
-    entries = [e for e in registry if args.kind is None or e.component.kind == args.kind]
+    entries = [e for e in registry.everything() if args.kind is None or e.component.kind == args.kind]
     if args.json:
-        print(json.dumps([_as_json(e) for e in entries], indent=2))
-        return EXIT_OK
-    rows = [("KIND", "NAME", "PLUGIN", "SUMMARY")]
-    rows += [(e.component.kind, e.component.name, e.plugin.label, e.component.summary) for e in entries]
-    for (conflict_kind, name), clashing in sorted(registry.conflicts.items()):
-        if args.kind is None or conflict_kind == args.kind:
-            labels = " + ".join(sorted(e.plugin.label for e in clashing))
-            rows.append((conflict_kind, name, labels, "UNUSABLE: two plugins give this name"))
-    print(format_table(rows))
-    for info in registry.plugins.failed():
-        print(f"\nplugin '{info.name}' ({info.label}) failed to load: {info.error}", file=sys.stderr)
+        print(json.dumps([_as_json(e, registry) for e in entries], indent=2))
+    else:
+        rows = [("KIND", "NAME", "PLUGIN", "SUMMARY")]
+        rows += [(e.component.kind, _listed_name(e, registry), e.plugin.label, _summary(e, registry)) for e in entries]
+        print(format_table(rows))
+    for info in registry.plugins.infos.values():
+        if info.status == "failed":
+            print(f"\nplugin '{info.name}' ({info.label}) failed to load: {info.error}", file=sys.stderr)
+        elif info.status == "partly loaded":
+            refused = "".join(f"\n  {p.text}" for p in info.problems)
+            print(f"\nplugin '{info.name}' ({info.label}) is partly loaded; refused:{refused}", file=sys.stderr)
     return EXIT_OK
+
+
+def _clashes(entry: Entry, registry: Registry) -> list[str]:
+    """The qualified names of the other plugins' components with this entry's name."""
+    others = registry.conflicts.get((entry.component.kind, entry.component.name), [])
+    return sorted(o.qualified_name for o in others if o is not entry)
+
+
+def _listed_name(entry: Entry, registry: Registry) -> str:
+    """What a recipe writes to choose the component: the qualified name when the plain one clashes."""
+    return entry.qualified_name if _clashes(entry, registry) else entry.component.name
+
+
+def _summary(entry: Entry, registry: Registry) -> str:
+    clashes = _clashes(entry, registry)
+    if not clashes:
+        return entry.component.summary
+    return f"{entry.component.summary} (also from {', '.join(clashes)}: name it '{entry.qualified_name}')"
 
 
 def check_kind(kind: str, registry: Registry) -> None:
@@ -75,14 +95,24 @@ def _known_kinds(registry: Registry) -> Iterable[str]:
     return components.KINDS if kinds is None else kinds
 
 
-def _as_json(entry: Entry) -> dict[str, Any]:
+#: Keys every ``list --json`` object has; a plugin kind's descriptor field never replaces one.
+JSON_KEYS = ("kind", "name", "plugin", "summary", "qualified_name", "use_as", "clashes_with", "parameters")
+
+
+def _as_json(entry: Entry, registry: Registry) -> dict[str, Any]:
+    from mlrun.components import OUTPUT_KINDS
+    from mlrun.descriptor_checks import literal_values
     from mlrun.params import parameters, to_jsonable
 
-    return {
+    clashes = _clashes(entry, registry)
+    found: dict[str, Any] = {
         "kind": entry.component.kind,
         "name": entry.component.name,
         "plugin": entry.plugin.label,
         "summary": entry.component.summary,
+        "qualified_name": entry.qualified_name,
+        "use_as": entry.qualified_name if clashes else entry.component.name,
+        "clashes_with": clashes,
         "parameters": [
             {
                 "name": p.name,
@@ -93,3 +123,28 @@ def _as_json(entry: Entry) -> dict[str, Any]:
             for p in parameters(entry.component)
         ],
     }
+    for key, value in descriptor_fields(entry.component).items():
+        found.setdefault(key, value)
+    output = getattr(entry.component, "output", None)
+    if output is not None and output not in OUTPUT_KINDS:  # set by a parameter: which kinds it can take
+        choice = next((p for p in parameters(entry.component) if p.name == output), None)
+        found.setdefault("outputs", list(literal_values(choice.annotation) or ()) if choice else [])
+    return found
+
+
+def descriptor_fields(component: Component) -> dict[str, Any]:
+    """The descriptor's own fields (output, expects, random, ...): a function shows as whether it is there."""
+    from mlrun.components import Component
+    from mlrun.params import to_jsonable
+
+    base = {f.name for f in dataclasses.fields(Component)} - {"validate"}
+    return {
+        f.name: (getattr(component, f.name) is not None) if _holds_function(component, f.name)
+        else to_jsonable(getattr(component, f.name))
+        for f in dataclasses.fields(component) if f.name not in base
+    }  # fmt: skip
+
+
+def _holds_function(component: Component, name: str) -> bool:
+    value = getattr(component, name)
+    return callable(value) or (value is None and "Callable" in str(component.__dataclass_fields__[name].type))

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the top classes of each image and test-set sample; save one picture each."""
     from mlrun import predict
 
-    registry = load_registry(args)
+    registry = load_registry(args, run_dir=args.run_dir)
     out = Path(args.out) if args.out else None
     predict.predict(Path(args.run_dir), [Path(i) for i in args.images], args.index,
                     top_k=args.top_k, out_dir=out, registry=registry, echo=echo)  # fmt: skip

@@ -61,6 +61,7 @@ def continue_run(args: argparse.Namespace, registry: Registry, run_dir: str, *, 
 
     extra = data_override(args)
     folder = RunFolder(Path(run_dir))
+    registry.remember_run(folder.path)  # an unknown component then names the plugins the run used
     saved_recipe = folder.path / RECIPE_FILE
     if not saved_recipe.is_file():
         raise UsageError(f"{folder.path} is not a run folder: {saved_recipe} is missing")

@@ -7,7 +7,7 @@ by side with the epoch and CPU times. Runs are seeded, so on the same torch vers
 thread count the measured figure repeats; it exits 1 if any recipe falls short of its
 stated figure by more than --tolerance.
 
-    python bench/recipes.py                 # every recipe (about 20 minutes on 2 cores)
+    python bench/recipes.py                 # every recipe (about 15 minutes on 2 idle cores)
     python bench/recipes.py convnet mlp_tuned
 """
 

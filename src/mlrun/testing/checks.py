@@ -1,8 +1,10 @@
 """What each kind of component must do when built: the behaviour checks of :mod:`mlrun.testing`.
 
-**Random batch transforms.** A random transform's batch version cannot give the same
-numbers as the per-sample transform (they draw in another order), so it must keep the
-rules the engine relies on to reproduce and resume a run:
+**Random batch transforms.** A random transform's batch version need not give the same
+numbers as the per-sample transform under the same seed (it may draw in another order;
+drawing ``torch.rand(n, k)`` where the per-sample version draws ``torch.rand(k)`` n times
+does match, on the CPU), but it must keep the rules the engine relies on to reproduce
+and resume a run:
 
 1. draw every random number inside the returned function, from torch's global generator
    (``torch.rand``, ``torch.randint``, ``torch.randperm`` ... without ``generator=``): never

@@ -126,3 +126,19 @@ def test_compile_without_a_cpp_compiler_is_refused_before_anything_runs(tmp_path
     )
     assert result.returncode == 2 and "needs a C++ compiler" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_clipping_gives_the_same_bits_as_torchs_clip_grad_norm() -> None:
+    from mlrun.precision import clip_grad_norm
+
+    for seed, max_norm in ((0, 0.5), (1, 1e9), (2, 1e-3)):
+        torch.manual_seed(seed)
+        ours = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        theirs = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        theirs.load_state_dict(ours.state_dict())
+        inputs = torch.randn(8, 20) * (seed + 1)
+        for model in (ours, theirs):
+            model(inputs).pow(2).sum().backward()
+        expected = float(torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm))
+        assert clip_grad_norm(ours, max_norm) == expected
+        assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours.parameters(), theirs.parameters()))

@@ -44,7 +44,7 @@ class Precision:
         if max_norm > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+            norm = clip_grad_norm(model, max_norm)
         if self.scaler is not None:
             self.scaler.step(optimizer)
             self.scaler.update()
@@ -60,6 +60,25 @@ class Precision:
         """Continue from a :meth:`state_dict`."""
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
+    """Scale the gradients so their global L2 norm is at most ``max_norm``; returns the norm before.
+
+    The same operations as ``torch.nn.utils.clip_grad_norm_`` (so the same bits), without its
+    per-call grouping and checks, which cost a quarter of a small model's step on a CPU.
+    Gradients of mixed devices or dtypes take torch's own function.
+    """
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    first = grads[0]
+    if any(g.device != first.device or g.dtype != first.dtype or g.is_sparse for g in grads):
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    with torch.no_grad():
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return float(total)
 
 
 def compile_problem(device: torch.device) -> str | None:

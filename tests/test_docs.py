@@ -91,7 +91,7 @@ def test_the_readme_run_log_is_what_a_run_prints(idx_root: Path, capsys: pytest.
     assert main([str(RECIPES / "summary.toml"), "--data", str(idx_root)]) == 0
     printed = capsys.readouterr().out.splitlines()
     documented = documented_run_log()
-    assert len(documented) == 8 and printed[0].startswith("training classifier on fashion_mnist (600 train")
+    assert len(documented) == 9 and printed[0].startswith("training classifier on fashion_mnist (600 train")
     assert [shape(line) for line in printed] == [shape(line) for line in documented]
     # the run folder is named as documented: runs/<recipe>-<timestamp>
     assert re.fullmatch(r".*run folder: runs/summary-\d{8}-\d{6}", printed[0])

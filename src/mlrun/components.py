@@ -176,7 +176,9 @@ class Scheduler(Component):
     ``interval`` says when the engine steps it: ``"step"`` after every optimizer step,
     ``"epoch"`` after each epoch's evaluation. ``monitor`` marks schedules that step on
     a monitored value (like ReduceLROnPlateau): the engine passes the value of the
-    metric named by the factory's ``monitor`` parameter (``"loss"`` or ``"accuracy"``).
+    figure named by the factory's ``monitor`` parameter: ``"loss"`` or ``"accuracy"`` of
+    the split evaluated each epoch, or a split's figure such as ``"val.loss"`` or
+    ``"val.macro_f1"`` (annotate it ``str`` to accept those).
     A factory raises ``ValueError`` for a combination it cannot honour (a warmup longer
     than the run); mlrun reports it as bad input, before training.
     """
@@ -192,8 +194,38 @@ class Scheduler(Component):
     optional_injected: ClassVar[frozenset[str]] = frozenset({"steps_per_epoch", "epochs"})
 
 
+#: What a metric needs from the model output. ``"scores"``: any class scores (logits,
+#: log-probabilities or probabilities rank the classes alike, so argmax metrics take any);
+#: ``"probs"``: calibrated probabilities (the engine converts; see :func:`mlrun.metrics.as_probabilities`).
+Needs = Literal["scores", "probs"]
+NEEDS: tuple[str, ...] = get_args(Needs)
+
+
+@dataclass(frozen=True)
+class Metric(Component):
+    """An evaluation metric. Its factory returns an :class:`mlrun.metrics.Accumulator`.
+
+    ``higher_is_better`` gives the monitoring mode (``max`` or ``min``). ``needs`` says what
+    the metric reads from the model output (see :data:`Needs`). ``scalar`` is False for
+    figures with one value per class or a matrix: they are stored (``run.json``,
+    ``evaluation.json``), not printed every epoch, and cannot be monitored. A factory
+    that declares ``num_classes`` gets the width of the model's output from the engine.
+    """
+
+    higher_is_better: bool = True
+    needs: Needs = "scores"
+    scalar: bool = True
+
+    kind: ClassVar[str] = "metric"
+    hook: ClassVar[str] = "register_metrics"
+    section: ClassVar[str] = "metrics"
+    many: ClassVar[bool] = True
+    required: ClassVar[bool] = False
+    optional_injected: ClassVar[frozenset[str]] = frozenset({"num_classes"})
+
+
 #: The built-in kinds, in the order of the classic recipe. Plugins may declare more.
-BUILTIN_KINDS: tuple[type[Component], ...] = (Dataset, Transform, Model, Criterion, Optimizer, Scheduler)
+BUILTIN_KINDS: tuple[type[Component], ...] = (Dataset, Transform, Model, Criterion, Optimizer, Scheduler, Metric)
 KINDS: dict[str, type[Component]] = {cls.kind: cls for cls in BUILTIN_KINDS}
 
 #: Recipe sections that no kind may claim.

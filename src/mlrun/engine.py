@@ -201,8 +201,12 @@ def _train(
             stop.finishing = True
             if group is not None:
                 digests = group.gather(_weights_digest(trainer.built.model))
+                # Every rank computed the validation split itself: the same indices, or the figures lie.
+                splits = group.gather(_split_digest(trainer.built.val_indices))
                 if main and status.distributed is not None:
                     status.distributed.update(rank_weights_sha256=digests, ranks_in_sync=len(set(digests)) == 1)
+                    if trainer.built.val_indices is not None:
+                        status.distributed["rank_val_split_sha256"] = splits
             if main:
                 folder.save_weights(trainer.built.model.state_dict())
             result.test = final_test.final_test(trainer)  # every rank: the evaluation is sharded
@@ -305,6 +309,13 @@ def _weights_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _split_digest(indices: torch.Tensor | None) -> str:
+    """A fingerprint of the validation indices (empty without a validation split)."""
+    if indices is None:
+        return ""
+    return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
 def _now() -> str:

@@ -112,6 +112,8 @@ def selection_problems(train: Any, metrics: Sequence[Any]) -> list[tuple[str, st
     if train.monitor not in names:
         split, _, name = train.monitor.partition(".")
         evaluated = names[0].split(".")[0]
+        if split == "val" and train.val_fraction is None and not train.select_on_test:
+            return found  # the first problem already says to add a validation split
         if split in ("val", "test") and split != evaluated:
             hint = f" (no {split} figures are computed each epoch: the evaluated split is '{evaluated}')"
         else:

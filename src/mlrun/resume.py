@@ -41,6 +41,10 @@ FIXED: dict[str, str] = {
     "train.shuffle": "the data order of the epoch in progress is already drawn",
     "train.output_dir": "a resumed run stays in its own folder",
     "train.run_name": "a resumed run stays in its own folder",
+    "train.val_fraction": "the validation split decided which samples this run trains on",
+    "metrics": "metrics.csv already has one column per metric, and best.pt was chosen by them",
+    "train.monitor": "best.pt and the early-stopping counter belong to the figure monitored so far",
+    "train.mode": "best.pt and the early-stopping counter belong to the direction monitored so far",
 }
 
 

@@ -308,3 +308,21 @@ def test_two_ranks_share_one_split_and_report_the_single_process_figures(registr
         torch.arange(len(built.test_set)), built.device, precision, "test",
     )  # fmt: skip
     assert status(folder)["test"]["test_accuracy"] == round(test["accuracy"], 6)
+
+
+def test_a_checkpoint_from_before_metrics_existed_still_resumes(registry, tmp_path: Path) -> None:
+    from mlrun import checkpoint
+
+    folder = train(registry, tmp_path, "train.epochs=1")
+    path = folder / "checkpoint.pt"
+    saved = checkpoint.load(path)
+    record = json.loads(saved["recipe"])
+    del record["metrics"]
+    for key in ("mode", "min_delta", "select_on_test"):
+        del record["train"][key]
+    saved["recipe"] = json.dumps(record, sort_keys=True)
+    del saved["selection"]
+    checkpoint.save(path, saved)
+    recipe = load_recipe(folder / "recipe.toml", registry, ["train.epochs=2"])
+    engine.run(recipe, resume=RunFolder(folder), force=True, **QUIET)
+    assert status(folder)["status"] == "completed" and len(rows(folder)) == 2

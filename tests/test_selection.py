@@ -326,3 +326,37 @@ def test_a_checkpoint_from_before_metrics_existed_still_resumes(registry, tmp_pa
     recipe = load_recipe(folder / "recipe.toml", registry, ["train.epochs=2"])
     engine.run(recipe, resume=RunFolder(folder), force=True, **QUIET)
     assert status(folder)["status"] == "completed" and len(rows(folder)) == 2
+
+
+OWN_SPLIT = """
+from mlrun import Dataset, hookimpl
+from mlrun.builtins.datasets import raw_tensors, synthetic
+
+def with_val(*, train, transform, split, size: int = 400):
+    # Three splits from the synthetic generator: "val" is a set of its own, apart from training.
+    seed = {"train": 0, "val": 7, "test": 0}[split]
+    return synthetic(train=train, transform=transform, size=size if split != "val" else 100, seed=seed)
+
+@hookimpl
+def register_datasets():
+    return [Dataset("fake_with_val", with_val, "synthetic with its own validation split", channels=1,
+                    tensors=raw_tensors)]
+"""
+
+
+def test_a_dataset_with_its_own_validation_split_wins(site: Path, tmp_path: Path, monkeypatch) -> None:
+    from plugin_fakes import install_fake
+
+    install_fake(site, "mlrun-fake-val", OWN_SPLIT)
+    monkeypatch.setenv("MLRUN_PLUGINS", "mlrun_fake_val")
+    args = [str(RECIPES / "summary.toml"), *SYNTHETIC, "dataset.name=fake_with_val", "train.epochs=2"]
+    result = run_cli(*args, "train.monitor=val.accuracy", "train.val_fraction=0.2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(400 train / 100 validation / 80 test samples)" in result.stdout
+    assert "the dataset's own validation split (100 samples) (train.val_fraction is ignored)" in result.stdout
+    folder = _only(tmp_path / "runs")
+    assert (folder / "best.pt").is_file() and status(folder)["selection"]["split"] == "val"
+    loader = run_cli(*args, "train.monitor=val.accuracy", "train.data_path=loader", cwd=tmp_path)
+    assert loader.returncode == 0, loader.stderr
+    (other,) = [p for p in (tmp_path / "runs").iterdir() if p != folder]
+    assert rows(other) == rows(folder)

@@ -20,6 +20,7 @@ import torch
 import mlrun
 from mlrun import batches
 from mlrun.batches import DataPlan
+from mlrun.components import provides_validation
 from mlrun.errors import MlrunError, UsageError
 from mlrun.plugin_guard import failure_site
 from mlrun.plugin_hooks import hook_roots
@@ -167,8 +168,12 @@ def build(
     """
     seed_everything(recipe.train.seed)
     device = device if device is not None else select_device(recipe.train.device)
-    train_set = build_component(recipe.dataset, train=True, transform=compose(recipe.transforms, train=True))
-    test_set = build_component(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
+    train_set = build_component(
+        recipe.dataset, train=True, split="train", transform=compose(recipe.transforms, train=True)
+    )
+    test_set = build_component(
+        recipe.dataset, train=False, split="test", transform=compose(recipe.transforms, train=False)
+    )
     split = _validation_split(recipe, train_set, data_path)
     model = build_component(recipe.model).to(device)
     criterion = build_component(recipe.criterion)
@@ -184,12 +189,19 @@ def _validation_split(recipe: Recipe, train_set: Any, data_path: str) -> tuple[A
     """``(train_indices, val_indices, val_set)`` for ``train.val_fraction``; Nones without one.
 
     The indices depend only on the labels, the fraction and ``train.seed``: the same on
-    both data paths and every rank. A fraction leaving a class out is a UsageError.
+    both data paths and every rank. A fraction leaving a class out is a UsageError. A
+    dataset that declares ``split`` gives its own validation split (indices 0..n-1 into it).
     """
-    fraction = recipe.train.val_fraction
+    fraction, dataset = recipe.train.val_fraction, recipe.dataset.component
+    if provides_validation(dataset):  # the dataset's own validation split wins
+        val_set = build_component(
+            recipe.dataset, train=True, split="val", transform=compose(recipe.transforms, train=False)
+        )
+        if len(val_set) == 0:
+            raise UsageError(f"dataset '{dataset.name}' gives an empty validation split (split=\"val\")")
+        return None, torch.arange(len(val_set)), val_set
     if fraction is None:
         return None, None, None
-    dataset = recipe.dataset.component
     labels = dataset_labels(train_set, getattr(dataset, "tensors", None))
     train_indices, val_indices = validation_split(
         labels, fraction, recipe.train.seed, class_names=getattr(dataset, "classes", ())

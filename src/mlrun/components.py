@@ -67,7 +67,7 @@ class Component:
 
 @dataclass(frozen=True)
 class Dataset(Component):
-    """A dataset. Its factory gets ``train: bool`` and ``transform`` from the engine.
+    """A dataset. Its factory gets ``train: bool`` and ``transform`` (and ``split``, if declared) from the engine.
 
     ``classes`` names the labels in order (shown by predictions); leave it empty if
     unknown. ``channels`` is the number of image channels, if fixed: per-channel
@@ -77,6 +77,11 @@ class Dataset(Component):
     it returns ``(samples, labels)``, the raw samples stacked in one tensor exactly as
     the first transform would receive them one by one (e.g. uint8 ``N x H x W`` for
     grayscale images), and the labels as a 1-d integer tensor.
+
+    A factory that declares ``split`` provides its own validation split: the engine
+    calls it with ``split = "train"``, ``"val"`` or ``"test"`` (``train`` is True for the
+    first two), and evaluates every epoch on ``"val"``, which then wins over
+    ``train.val_fraction``.
     """
 
     classes: tuple[str, ...] = ()
@@ -87,6 +92,7 @@ class Dataset(Component):
     hook: ClassVar[str] = "register_datasets"
     section: ClassVar[str] = "dataset"
     injected: ClassVar[frozenset[str]] = frozenset({"train", "transform"})
+    optional_injected: ClassVar[frozenset[str]] = frozenset({"split"})
 
 
 @dataclass(frozen=True)
@@ -249,3 +255,13 @@ def kind_problem(cls: Any, known: Mapping[str, type[Component]]) -> str | None:
     if not isinstance(cls.injected, frozenset):
         return f"{label}: injected must be a frozenset of argument names"
     return None
+
+
+def provides_validation(dataset: Component) -> bool:
+    """Whether a dataset's factory gives its own validation split (it declares ``split``)."""
+    import inspect
+
+    try:
+        return "split" in inspect.signature(dataset.factory).parameters
+    except (TypeError, ValueError):
+        return False

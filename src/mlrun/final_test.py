@@ -31,10 +31,14 @@ def evaluation_plan(trainer: Trainer) -> str:
         return f"evaluation: {ON_TEST}"
     monitor = trainer.selection.monitor
     weights = f"the best epoch's weights by {monitor} (best.pt)" if monitor else "the final weights"
-    return (
-        f"evaluation: every epoch on a validation split of {len(val)} training samples "
-        f"(train.val_fraction = {trainer.settings.val_fraction}); the test split once, at the end, with {weights}"
-    )
+    if trainer.built.train_indices is None:
+        ignored = " (train.val_fraction is ignored)" if trainer.settings.val_fraction is not None else ""
+        source = f"the dataset's own validation split ({len(val)} samples){ignored}"
+    else:
+        source = (
+            f"a validation split of {len(val)} training samples (train.val_fraction = {trainer.settings.val_fraction})"
+        )
+    return f"evaluation: every epoch on {source}; the test split once, at the end, with {weights}"
 
 
 def final_test(trainer: Trainer) -> dict[str, Any]:

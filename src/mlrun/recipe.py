@@ -207,9 +207,10 @@ def validate_recipe(
     train = _train_settings(data.get(TRAIN_SECTION, {}), problems)
     if "metric" in registry.kinds:
         components["metric"] = _metrics(data, components.get("metric"), registry, problems)
-        found = selection_problems(train, components["metric"])  # type: ignore[arg-type]
+        metrics, dataset = components["metric"], components.get("dataset")
+        found = selection_problems(train, metrics, dataset)  # type: ignore[arg-type]
         if isinstance(components.get("scheduler"), ComponentSpec):
-            found += scheduler_monitor_problems(train, components["scheduler"], components["metric"])  # type: ignore[arg-type]
+            found += scheduler_monitor_problems(train, components["scheduler"], metrics, dataset)  # type: ignore[arg-type]
         for key, message in found:
             problems.add(key, message)
     recipe_warnings: list[str] = []

@@ -115,6 +115,7 @@ def test_columns_say_the_split_and_the_test_split_is_evaluated_once_at_the_end(
     matrix = torch.tensor(test["test_confusion_matrix"])
     assert int(matrix.sum()) == 80 and float(matrix.diagonal().sum()) / 80 == pytest.approx(test["test_accuracy"])
     assert run["final"]["test_accuracy"] == test["test_accuracy"] and run["selection"]["split"] == "val"
+    assert int(torch.tensor(run["selection"]["val_confusion_matrix"]).sum()) == 80  # the last epoch's
 
 
 def test_without_a_validation_split_every_epoch_is_tested_and_the_run_says_so(registry, tmp_path: Path) -> None:

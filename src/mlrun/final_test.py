@@ -72,4 +72,8 @@ def selection_record(trainer: Trainer) -> dict[str, Any]:
         record["note"] = ON_TEST
     if trainer.selection.active:
         record.update(trainer.selection.record())
+    figures = trainer.last_figures if trainer.eval_split == "val" else None
+    if figures is not None:  # per-class figures and matrices are stored, not printed: the last epoch's
+        stored = {f"val_{k}": v for k, v in figures.items() if k != "loss" and k not in trainer.evaluator.scalar}
+        record.update({"last_epoch": trainer.position.epoch - 1, **stored} if stored else {})
     return record

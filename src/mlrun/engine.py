@@ -200,13 +200,7 @@ def _train(
             result.metrics = trainer.fit(stop)
             stop.finishing = True
             if group is not None:
-                digests = group.gather(_weights_digest(trainer.built.model))
-                # Every rank computed the validation split itself: the same indices, or the figures lie.
-                splits = group.gather(_split_digest(trainer.built.val_indices))
-                if main and status.distributed is not None:
-                    status.distributed.update(rank_weights_sha256=digests, ranks_in_sync=len(set(digests)) == 1)
-                    if trainer.built.val_indices is not None:
-                        status.distributed["rank_val_split_sha256"] = splits
+                _check_ranks_agree(trainer, status, group)
             if main:
                 folder.save_weights(trainer.built.model.state_dict())
             result.test = final_test.final_test(trainer)  # every rank: the evaluation is sharded
@@ -245,6 +239,17 @@ def _train(
     weights = "" if trainer.eval_split == "test" else f" with {result.test['weights']} (epoch {result.test['epoch']})"
     echo(f"done: test_accuracy {result.final_accuracy:.4f}{weights}; weights and metrics in {folder.path}")
     return result
+
+
+def _check_ranks_agree(trainer: Trainer, status: RunStatus, group: distributed.Group) -> None:
+    """Record (on rank 0) each rank's weights and validation split digests: they must all be equal."""
+    digests = group.gather(_weights_digest(trainer.built.model))
+    # Every rank computed the validation split itself: the same indices, or the figures lie.
+    splits = group.gather(_split_digest(trainer.built.val_indices))
+    if group.is_main and status.distributed is not None:
+        status.distributed.update(rank_weights_sha256=digests, ranks_in_sync=len(set(digests)) == 1)
+        if trainer.built.val_indices is not None:
+            status.distributed["rank_val_split_sha256"] = splits
 
 
 def _record_failure(

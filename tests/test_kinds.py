@@ -130,6 +130,7 @@ def test_the_built_in_kinds_are_sound_declarations() -> None:
         "criterion",
         "optimizer",
         "scheduler",
+        "metrics",
     ]
 
 

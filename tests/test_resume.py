@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlrun import checkpoint, engine, files, trainer
+from mlrun import checkpoint, engine, evaluator, files
 from mlrun.errors import MlrunError, UsageError
 from mlrun.recipe import ComponentSpec, load_recipe
 from mlrun.runs import RunFolder
@@ -53,7 +53,7 @@ def test_resume_after_an_epoch_is_bitwise_identical(registry, small_recipe: Path
     expected = reference(registry, small_recipe, tmp_path, overrides)
 
     calls = {"n": 0}
-    real_evaluate = trainer.evaluate_sums
+    real_evaluate = evaluator.evaluate_sums
 
     def dies_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -61,10 +61,10 @@ def test_resume_after_an_epoch_is_bitwise_identical(registry, small_recipe: Path
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "evaluate_sums", dies_in_second_epoch)
+    monkeypatch.setattr(evaluator, "evaluate_sums", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         engine.run(load_recipe(small_recipe, registry, overrides), **QUIET)
-    monkeypatch.setattr(trainer, "evaluate_sums", real_evaluate)
+    monkeypatch.setattr(evaluator, "evaluate_sums", real_evaluate)
     (folder,) = Path("runs").iterdir()
     assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
     assert checkpoint.load(folder / "checkpoint.pt")["epoch"] == 2  # epoch 1 done

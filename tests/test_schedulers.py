@@ -29,7 +29,7 @@ def mlrun_rates(registry, *overrides: str) -> list[float]:
             rates.append(built.optimizer.param_groups[0]["lr"])
             built.optimizer.step()
             built.schedule.after_step()
-        built.schedule.after_epoch(loss=1.0, accuracy=0.5)  # a plateau: nothing improves
+        built.schedule.after_epoch({"loss": 1.0, "accuracy": 0.5})  # a plateau: nothing improves
     return rates
 
 

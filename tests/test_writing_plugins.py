@@ -260,6 +260,7 @@ def test_the_guide_builds_a_working_plugin(tmp_path: Path, plugin_venv: Path, id
     assert sorted((e["kind"], e["name"]) for e in listed) == sorted([
         ("dataset", "acme_fashion_subset"), ("transform", "acme_random_erasing"), ("model", "acme_lenet5"),
         ("criterion", "acme_poly1"), ("optimizer", "acme_adamw"), ("scheduler", "acme_warmup_cosine"),
+        ("metric", "acme_brier"),
     ])  # fmt: skip
     assert {e["plugin"] for e in listed} == {f"{DIST}=={VERSION}"}
     fields = {e["name"]: e for e in listed}
@@ -268,12 +269,15 @@ def test_the_guide_builds_a_working_plugin(tmp_path: Path, plugin_venv: Path, id
     assert fields["acme_poly1"]["expects"] == ["logits", "log_probs"]
     assert fields["acme_lenet5"]["outputs"] == ["logits", "log_probs"]
     assert fields["acme_fashion_subset"]["channels"] == 1 and fields["acme_fashion_subset"]["tensors"] is True
+    assert (fields["acme_brier"]["higher_is_better"], fields["acme_brier"]["needs"]) == (False, "probs")
     hooks = ", ".join(sorted(cls.hook for cls in BUILTIN_KINDS))
     assert re.search(rf"{MODULE}\s+{DIST}=={VERSION}\s+{hooks}\s.*\sok$", outputs["mlrun plugins"], flags=re.M)
     assert "recipes/acme.toml: OK" in outputs["mlrun check recipes/acme.toml"]
 
     memory, loader = outputs["mlrun recipes/acme.toml"], outputs["mlrun recipes/acme.toml train.data_path=loader"]
     assert "data path: memory" in memory and "data path: loader" in loader
+    # the recipe holds out a validation split and keeps the epoch with the lowest Brier score
+    assert "val_acme_brier" in memory and "with best.pt (epoch" in memory.splitlines()[-1]
     # random erasing included, both paths train alike: the same epoch lines and the same weights, bit for bit
     assert len(epoch_lines(memory)) == 2 and epoch_lines(memory) == epoch_lines(loader)
     weights = [torch.load(package / run_folder(out) / "model.pt", weights_only=True) for out in (memory, loader)]

@@ -20,6 +20,7 @@ import torch
 import mlrun
 from mlrun import batches
 from mlrun.batches import DataPlan
+from mlrun.components import provides_validation
 from mlrun.errors import MlrunError, UsageError
 from mlrun.plugin_guard import failure_site
 from mlrun.plugin_hooks import hook_roots
@@ -27,6 +28,7 @@ from mlrun.precision import compile_problem
 from mlrun.recipe import ComponentSpec, Recipe, transforms_for
 from mlrun.runs import RunFolder
 from mlrun.schedule import Schedule, build_schedule
+from mlrun.splits import dataset_labels, validation_split
 
 try:
     import numpy
@@ -46,6 +48,18 @@ class Built:
     device: torch.device
     #: The learning-rate schedule (a constant rate when the recipe has no [scheduler]).
     schedule: Schedule = field(default_factory=Schedule)
+    #: With ``train.val_fraction``: the training and validation indices into ``train_set``,
+    #: and the training data with the evaluation transforms (``train_set`` itself on the memory path).
+    train_indices: torch.Tensor | None = None
+    val_indices: torch.Tensor | None = None
+    val_set: Any = None
+    #: The width of the model's output (set by :func:`probe`): what metric factories get as ``num_classes``.
+    num_classes: int | None = None
+
+    @property
+    def train_size(self) -> int:
+        """How many samples an epoch trains on (the training split less the validation split)."""
+        return len(self.train_indices) if self.train_indices is not None else len(self.train_set)
 
 
 @dataclass(frozen=True)
@@ -142,23 +156,60 @@ def build_component(spec: ComponentSpec, **injected: Any) -> Any:
         ) from exc
 
 
-def build(recipe: Recipe, device: torch.device | None = None, *, world_size: int = 1) -> Built:
+def build(
+    recipe: Recipe, device: torch.device | None = None, *, world_size: int = 1, data_path: str = "memory"
+) -> Built:
     """Construct datasets, model, criterion, optimizer and schedule, seeded for reproducibility.
 
     ``device`` is the pre-flight's; without one, ``train.device`` is resolved here.
     ``world_size``: processes sharing each epoch (the schedule counts this process's steps).
+    ``data_path``: the pre-flight's; on the loader path a validation split needs the
+    training data a second time, with the evaluation transforms.
     """
     seed_everything(recipe.train.seed)
     device = device if device is not None else select_device(recipe.train.device)
-    train_set = build_component(recipe.dataset, train=True, transform=compose(recipe.transforms, train=True))
-    test_set = build_component(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
+    train_set = build_component(
+        recipe.dataset, train=True, split="train", transform=compose(recipe.transforms, train=True)
+    )
+    test_set = build_component(
+        recipe.dataset, train=False, split="test", transform=compose(recipe.transforms, train=False)
+    )
+    split = _validation_split(recipe, train_set, data_path)
     model = build_component(recipe.model).to(device)
     criterion = build_component(recipe.criterion)
     if isinstance(criterion, torch.nn.Module):
         criterion = criterion.to(device)
     optimizer = build_component(recipe.optimizer, params=model.parameters(), model=model)
-    schedule = build_schedule(recipe, optimizer, len(train_set), world_size)
-    return Built(train_set, test_set, model, criterion, optimizer, device, schedule)
+    train_size = len(split[0]) if split[0] is not None else len(train_set)
+    schedule = build_schedule(recipe, optimizer, train_size, world_size)
+    return Built(train_set, test_set, model, criterion, optimizer, device, schedule, *split)
+
+
+def _validation_split(recipe: Recipe, train_set: Any, data_path: str) -> tuple[Any, Any, Any]:
+    """``(train_indices, val_indices, val_set)`` for ``train.val_fraction``; Nones without one.
+
+    The indices depend only on the labels, the fraction and ``train.seed``: the same on
+    both data paths and every rank. A fraction leaving a class out is a UsageError. A
+    dataset that declares ``split`` gives its own validation split (indices 0..n-1 into it).
+    """
+    fraction, dataset = recipe.train.val_fraction, recipe.dataset.component
+    if provides_validation(dataset):  # the dataset's own validation split wins
+        val_set = build_component(
+            recipe.dataset, train=True, split="val", transform=compose(recipe.transforms, train=False)
+        )
+        if len(val_set) == 0:
+            raise UsageError(f"dataset '{dataset.name}' gives an empty validation split (split=\"val\")")
+        return None, torch.arange(len(val_set)), val_set
+    if fraction is None:
+        return None, None, None
+    labels = dataset_labels(train_set, getattr(dataset, "tensors", None))
+    train_indices, val_indices = validation_split(
+        labels, fraction, recipe.train.seed, class_names=getattr(dataset, "classes", ())
+    )
+    val_set = train_set
+    if data_path != "memory":  # the memory path applies the evaluation pipeline to the same tensors
+        val_set = build_component(recipe.dataset, train=True, transform=compose(recipe.transforms, train=False))
+    return train_indices, val_indices, val_set
 
 
 def probe(recipe: Recipe, built: Built) -> None:
@@ -231,6 +282,7 @@ def _try_batch(recipe: Recipe, built: Built, split: str, inputs: Any, labels: An
         output = built.model(inputs.to(built.device))
         if split == "test":
             _check_label_width(recipe, built, labels, output)
+            built.num_classes = int(output.shape[-1]) if output.dim() == 2 else None
         built.criterion(output, labels.to(built.device))
     except UsageError:
         raise

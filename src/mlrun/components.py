@@ -67,7 +67,7 @@ class Component:
 
 @dataclass(frozen=True)
 class Dataset(Component):
-    """A dataset. Its factory gets ``train: bool`` and ``transform`` from the engine.
+    """A dataset. Its factory gets ``train: bool`` and ``transform`` (and ``split``, if declared) from the engine.
 
     ``classes`` names the labels in order (shown by predictions); leave it empty if
     unknown. ``channels`` is the number of image channels, if fixed: per-channel
@@ -77,6 +77,11 @@ class Dataset(Component):
     it returns ``(samples, labels)``, the raw samples stacked in one tensor exactly as
     the first transform would receive them one by one (e.g. uint8 ``N x H x W`` for
     grayscale images), and the labels as a 1-d integer tensor.
+
+    A factory that declares ``split`` provides its own validation split: the engine
+    calls it with ``split = "train"``, ``"val"`` or ``"test"`` (``train`` is True for the
+    first two), and evaluates every epoch on ``"val"``, which then wins over
+    ``train.val_fraction``.
     """
 
     classes: tuple[str, ...] = ()
@@ -87,6 +92,7 @@ class Dataset(Component):
     hook: ClassVar[str] = "register_datasets"
     section: ClassVar[str] = "dataset"
     injected: ClassVar[frozenset[str]] = frozenset({"train", "transform"})
+    optional_injected: ClassVar[frozenset[str]] = frozenset({"split"})
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,9 @@ class Scheduler(Component):
     ``interval`` says when the engine steps it: ``"step"`` after every optimizer step,
     ``"epoch"`` after each epoch's evaluation. ``monitor`` marks schedules that step on
     a monitored value (like ReduceLROnPlateau): the engine passes the value of the
-    metric named by the factory's ``monitor`` parameter (``"loss"`` or ``"accuracy"``).
+    figure named by the factory's ``monitor`` parameter: ``"loss"`` or ``"accuracy"`` of
+    the split evaluated each epoch, or a split's figure such as ``"val.loss"`` or
+    ``"val.macro_f1"`` (annotate it ``str`` to accept those).
     A factory raises ``ValueError`` for a combination it cannot honour (a warmup longer
     than the run); mlrun reports it as bad input, before training.
     """
@@ -192,8 +200,38 @@ class Scheduler(Component):
     optional_injected: ClassVar[frozenset[str]] = frozenset({"steps_per_epoch", "epochs"})
 
 
+#: What a metric needs from the model output. ``"scores"``: any class scores (logits,
+#: log-probabilities or probabilities rank the classes alike, so argmax metrics take any);
+#: ``"probs"``: calibrated probabilities (the engine converts; see :func:`mlrun.metrics.as_probabilities`).
+Needs = Literal["scores", "probs"]
+NEEDS: tuple[str, ...] = get_args(Needs)
+
+
+@dataclass(frozen=True)
+class Metric(Component):
+    """An evaluation metric. Its factory returns an :class:`mlrun.metrics.Accumulator`.
+
+    ``higher_is_better`` gives the monitoring mode (``max`` or ``min``). ``needs`` says what
+    the metric reads from the model output (see :data:`Needs`). ``scalar`` is False for
+    figures with one value per class or a matrix: they are stored (``run.json``,
+    ``evaluation.json``), not printed every epoch, and cannot be monitored. A factory
+    that declares ``num_classes`` gets the width of the model's output from the engine.
+    """
+
+    higher_is_better: bool = True
+    needs: Needs = "scores"
+    scalar: bool = True
+
+    kind: ClassVar[str] = "metric"
+    hook: ClassVar[str] = "register_metrics"
+    section: ClassVar[str] = "metrics"
+    many: ClassVar[bool] = True
+    required: ClassVar[bool] = False
+    optional_injected: ClassVar[frozenset[str]] = frozenset({"num_classes"})
+
+
 #: The built-in kinds, in the order of the classic recipe. Plugins may declare more.
-BUILTIN_KINDS: tuple[type[Component], ...] = (Dataset, Transform, Model, Criterion, Optimizer, Scheduler)
+BUILTIN_KINDS: tuple[type[Component], ...] = (Dataset, Transform, Model, Criterion, Optimizer, Scheduler, Metric)
 KINDS: dict[str, type[Component]] = {cls.kind: cls for cls in BUILTIN_KINDS}
 
 #: Recipe sections that no kind may claim.
@@ -217,3 +255,13 @@ def kind_problem(cls: Any, known: Mapping[str, type[Component]]) -> str | None:
     if not isinstance(cls.injected, frozenset):
         return f"{label}: injected must be a frozenset of argument names"
     return None
+
+
+def provides_validation(dataset: Component) -> bool:
+    """Whether a dataset's factory gives its own validation split (it declares ``split``)."""
+    import inspect
+
+    try:
+        return "split" in inspect.signature(dataset.factory).parameters
+    except (TypeError, ValueError):
+        return False

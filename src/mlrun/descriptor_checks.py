@@ -21,11 +21,13 @@ from mlrun.components import (
     Component,
     Criterion,
     Dataset,
+    Metric,
     Model,
     Scheduler,
     Transform,
 )
 from mlrun.errors import did_you_mean
+from mlrun.metrics import metric_problems
 from mlrun.params import Parameter, SignatureError, parameters
 
 #: The metrics a monitoring schedule (ReduceLROnPlateau-like) can be given.
@@ -154,11 +156,12 @@ def _scheduler(component: Any, params: dict[str, Parameter]) -> list[str]:
     if component.monitor is True:
         if component.interval != "epoch":
             problems.append("a monitoring schedule steps once per epoch: set interval='epoch'")
-        choices = literal_values(params["monitor"].annotation) if "monitor" in params else None
-        if choices is None or not set(choices) <= set(MONITORED):
+        annotation = params["monitor"].annotation if "monitor" in params else None
+        choices = literal_values(annotation) if annotation is not None else None
+        if annotation is not str and (choices is None or not set(choices) <= set(MONITORED)):
             problems.append(
                 'monitor=True needs a factory parameter \'monitor\' annotated Literal["loss", "accuracy"] '
-                "(the engine passes the value of the metric it names)"
+                "or str (a figure such as 'val.loss'; the engine passes the value of the figure it names)"
             )
     return problems
 
@@ -169,6 +172,7 @@ KIND_CHECKS: tuple[tuple[type[Component], Callable[[Any, dict[str, Parameter]], 
     (Model, _model),
     (Criterion, _criterion),
     (Scheduler, _scheduler),
+    (Metric, metric_problems),
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from mlrun import checkpoint, distributed
+from mlrun import checkpoint, distributed, final_test
 from mlrun import resume as resume_policy
 from mlrun.build import build, preflight, probe, versions
 from mlrun.errors import MlrunError
@@ -39,11 +40,13 @@ class RunResult:
 
     folder: RunFolder
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: The test figures the run reports (see :func:`mlrun.final_test.final_test`).
+    test: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final_accuracy(self) -> float:
-        """Test accuracy after the last epoch."""
-        return float(self.metrics[-1]["test_accuracy"])
+        """The reported test accuracy: after the last epoch, or (with a validation split) of the selected weights."""
+        return float(self.test.get("test_accuracy", self.metrics[-1].get("test_accuracy", math.nan)))
 
 
 def run(
@@ -87,7 +90,8 @@ def _run(
         saved, changes = _open_resume(recipe, resume, force, held, main=main) if resume else (None, [])
         for warning in recipe.warnings:
             echo(f"warning: {warning}")
-        built = build(recipe, checked.device, world_size=group.world_size if group else 1)
+        world_size = group.world_size if group else 1
+        built = build(recipe, checked.device, world_size=world_size, data_path=checked.data_plan.path)
         probe(recipe, built)
         # Denormal floats are orders of magnitude slower on CPUs; late in training many
         # small gradients become denormal and epochs slow down without this.
@@ -164,12 +168,14 @@ def _announce(
         if resumed
         else f"{settings.epochs} epoch{'s' if settings.epochs != 1 else ''}"
     )
+    val = "" if built.val_indices is None else f"{len(built.val_indices)} validation / "
     echo(
         f"training {recipe.model.component.name} on {recipe.dataset.component.name} "
-        f"({len(built.train_set)} train / {len(built.test_set)} test samples) on {built.device}, "
+        f"({built.train_size} train / {val}{len(built.test_set)} test samples) on {built.device}, "
         f"{where}; run folder: {folder.path}"
     )
     echo(f"data path: {trainer.data_plan.path} ({trainer.data_plan.reason})")
+    echo(final_test.evaluation_plan(trainer))
     if group is not None:
         echo(
             f"distributed: {group.world_size} processes ({group.backend}); batch size "
@@ -194,13 +200,18 @@ def _train(
             result.metrics = trainer.fit(stop)
             stop.finishing = True
             if group is not None:
-                digests = group.gather(_weights_digest(trainer.built.model))
-                if main and status.distributed is not None:
-                    status.distributed.update(rank_weights_sha256=digests, ranks_in_sync=len(set(digests)) == 1)
+                _check_ranks_agree(trainer, status, group)
             if main:
                 folder.save_weights(trainer.built.model.state_dict())
+            result.test = final_test.final_test(trainer)  # every rank: the evaluation is sharded
+            if main:
                 status.status, status.finished = "completed", _now()
-                status.final = result.metrics[-1] if result.metrics else {}
+                scalar_test = {
+                    k: v for k, v in result.test.items() if k.startswith("test_") and not isinstance(v, list)
+                }
+                status.final = {**(result.metrics[-1] if result.metrics else {}), **scalar_test}
+                status.extra["test"] = result.test
+                status.extra["selection"] = final_test.selection_record(trainer)
                 status.warnings = list(trainer.warnings)
                 folder.write_status(status)
                 completed = True  # from here on, nothing can make this run anything but complete
@@ -223,8 +234,22 @@ def _train(
     if main and group is not None:  # the job is done: no elastic restart will need to find it
         with contextlib.suppress(OSError):
             _elastic_pointer(trainer.settings.output_dir).unlink()
-    echo(f"done: test_accuracy {result.final_accuracy:.4f}; weights and metrics in {folder.path}")
+    if trainer.selection.stopped_at is not None:
+        echo(trainer.selection.stop_reason())
+    weights = "" if trainer.eval_split == "test" else f" with {result.test['weights']} (epoch {result.test['epoch']})"
+    echo(f"done: test_accuracy {result.final_accuracy:.4f}{weights}; weights and metrics in {folder.path}")
     return result
+
+
+def _check_ranks_agree(trainer: Trainer, status: RunStatus, group: distributed.Group) -> None:
+    """Record (on rank 0) each rank's weights and validation split digests: they must all be equal."""
+    digests = group.gather(_weights_digest(trainer.built.model))
+    # Every rank computed the validation split itself: the same indices, or the figures lie.
+    splits = group.gather(_split_digest(trainer.built.val_indices))
+    if group.is_main and status.distributed is not None:
+        status.distributed.update(rank_weights_sha256=digests, ranks_in_sync=len(set(digests)) == 1)
+        if trainer.built.val_indices is not None:
+            status.distributed["rank_val_split_sha256"] = splits
 
 
 def _record_failure(
@@ -289,6 +314,13 @@ def _weights_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _split_digest(indices: torch.Tensor | None) -> str:
+    """A fingerprint of the validation indices (empty without a validation split)."""
+    if indices is None:
+        return ""
+    return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
 def _now() -> str:

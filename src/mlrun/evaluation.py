@@ -26,16 +26,17 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 EVALUATION_FILE = "evaluation.json"
 
 
-def evaluate(run_dir: Path, *, registry: Registry, echo: Echo = print) -> dict[str, Any]:
+def evaluate(run_dir: Path, *, registry: Registry, echo: Echo = print, weights: str | None = None) -> dict[str, Any]:
     """Test loss, accuracy, per-class accuracy and confusion matrix of a finished run.
 
     Writes ``confusion_matrix.png`` and ``evaluation.json`` into the run folder. Uses
     the recipe's test split, evaluation transforms, criterion and
     ``train.eval_batch_size``, so the accuracy is the one training reported last.
+    ``weights``: ``best`` (best.pt) or ``final`` (model.pt); None takes best.pt when present.
     """
     from mlrun import plots
 
-    loaded = load_run(Path(run_dir), registry)
+    loaded = load_run(Path(run_dir), registry, weights)
     loss_sum, truth, guess, num_outputs = _predict_test_split(loaded)
     count = len(truth)
     num_classes = max(num_outputs, int(truth.max()) + 1)
@@ -46,6 +47,7 @@ def evaluate(run_dir: Path, *, registry: Registry, echo: Echo = print) -> dict[s
     run_dir = loaded.run_dir
     result: dict[str, Any] = {
         "run": str(run_dir),
+        "weights": loaded.weights.name,
         "samples": count,
         "test_loss": loss_sum / count,
         "test_accuracy": correct / count,
@@ -111,7 +113,7 @@ def _report(result: dict[str, Any], names: list[str], echo: Echo) -> None:
     run_dir = Path(result["run"])
     echo(
         f"{run_dir}: test_loss {result['test_loss']:.4f}  test_accuracy {result['test_accuracy']:.4f}  "
-        f"({result['samples']} test samples)"
+        f"({result['samples']} test samples, weights {result['weights']})"
     )
     width = max(len(n) for n in names)
     for row in result["per_class"]:

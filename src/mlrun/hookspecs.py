@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from mlrun.components import Component, Criterion, Dataset, Model, Optimizer, Scheduler, Transform
+    from mlrun.components import Component, Criterion, Dataset, Metric, Model, Optimizer, Scheduler, Transform
 
 PROJECT_NAME = "mlrun"
 
@@ -82,6 +82,20 @@ def register_schedulers() -> list[Scheduler]:
     ``torch.optim.lr_scheduler.LRScheduler`` (or anything with ``step()``,
     ``state_dict()`` and ``load_state_dict()``). Each scheduler declares whether it
     steps per optimizer step or per epoch, and whether it monitors a metric.
+    """
+
+
+@hookspec
+def register_metrics() -> list[Metric]:
+    """Return the evaluation metrics this plugin provides.
+
+    A metric factory takes its recipe parameters (and ``num_classes``, the width of the
+    model's output, if it declares it) and returns an :class:`mlrun.metrics.Accumulator`:
+    ``update(scores, labels)`` per batch adds to tensors of sums or counts, ``state()``
+    hands them over (summed across DDP ranks), ``compute(state)`` gives the figure and
+    ``reset()`` starts again. Each metric declares whether higher is better, what it
+    needs from the model output (any class scores, or probabilities) and whether its
+    figure is one number (only those are printed each epoch and can be monitored).
     """
 
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mlrun.components import Component
+from mlrun.components import NEEDS, Metric
 from mlrun.errors import did_you_mean
 
 if TYPE_CHECKING:
@@ -28,41 +27,12 @@ if TYPE_CHECKING:
 
     from mlrun.distributed import Group
 
-#: What a metric needs from the model output. ``"scores"``: any class scores (logits,
-#: log-probabilities or probabilities rank the classes alike, so argmax metrics take any);
-#: ``"probs"``: calibrated probabilities (the engine converts; see :func:`as_probabilities`).
-Needs = Literal["scores", "probs"]
-NEEDS: tuple[str, ...] = get_args(Needs)
-
 #: A computed figure: a number, one value per class (None where a class has no samples:
 #: JSON holds no NaN), or a matrix of counts.
 Value = float | list[float | None] | list[list[int]]
 
 #: Names a metric may not take: the loss is recorded beside the metrics (``val_loss``).
 RESERVED_NAMES = frozenset({"loss"})
-
-
-@dataclass(frozen=True)
-class Metric(Component):
-    """An evaluation metric. Its factory returns an :class:`Accumulator`.
-
-    ``higher_is_better`` gives the monitoring mode (``max`` or ``min``). ``needs`` says what
-    the metric reads from the model output (see :data:`Needs`). ``scalar`` is False for
-    figures with one value per class or a matrix: they are stored (``run.json``,
-    ``evaluation.json``), not printed every epoch, and cannot be monitored. A factory
-    that declares ``num_classes`` gets the width of the model's output from the engine.
-    """
-
-    higher_is_better: bool = True
-    needs: Needs = "scores"
-    scalar: bool = True
-
-    kind: ClassVar[str] = "metric"
-    hook: ClassVar[str] = "register_metrics"
-    section: ClassVar[str] = "metrics"
-    many: ClassVar[bool] = True
-    required: ClassVar[bool] = False
-    optional_injected: ClassVar[frozenset[str]] = frozenset({"num_classes"})
 
 
 class Accumulator(Protocol):

@@ -63,31 +63,37 @@ def _column(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
 
 
 def plot_metrics(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Training vs test loss (left) and test accuracy (right) per epoch, saved as a PNG.
+    """Training vs test (or validation) loss (left) and accuracy (right) per epoch, saved as a PNG.
 
     The classic overfitting picture: the training loss keeps falling while the test
     loss turns back up. ``rows`` are metrics.csv rows (numbers or numeric strings).
     """
     if not rows:
         raise UsageError(f"no metrics to plot for {path}: the run has not finished an epoch yet")
+    # With a validation split the epochs were evaluated on it (val_loss, ...), else on the test split.
+    split = "val" if "val_loss" in rows[0] else "test"
+    word = {"val": "validation"}.get(split, split)
+    figures = [key for key in rows[0] if key.startswith(f"{split}_") and key != f"{split}_loss"]
+    metric = f"{split}_accuracy" if f"{split}_accuracy" in rows[0] or not figures else figures[0]
     epochs = _column(rows, "epoch")
-    train_loss, test_loss = _column(rows, "train_loss"), _column(rows, "test_loss")
-    accuracy = _column(rows, "test_accuracy")
+    train_loss, test_loss = _column(rows, "train_loss"), _column(rows, f"{split}_loss")
+    accuracy = _column(rows, metric)
+    metric_words = metric.split("_", 1)[1].replace("_", " ")
 
     figure = _new_figure(10, 4)
     loss_axes, accuracy_axes = figure.subplots(ncols=2)
     # Markers keep a single epoch visible: a one-point line draws nothing.
     loss_axes.plot(epochs, train_loss, marker="o", label="training loss")
-    loss_axes.plot(epochs, test_loss, marker="o", label="test loss")
+    loss_axes.plot(epochs, test_loss, marker="o", label=f"{word} loss")
     loss_axes.set_title("Loss")
     loss_axes.set_xlabel("epoch")
     loss_axes.set_ylabel("loss")
     loss_axes.legend()
 
-    accuracy_axes.plot(epochs, accuracy, marker="o", color="tab:green", label="test accuracy")
-    accuracy_axes.set_title("Test accuracy")
+    accuracy_axes.plot(epochs, accuracy, marker="o", color="tab:green", label=f"{word} {metric_words}")
+    accuracy_axes.set_title(f"{word.capitalize()} {metric_words}")
     accuracy_axes.set_xlabel("epoch")
-    accuracy_axes.set_ylabel("accuracy")
+    accuracy_axes.set_ylabel(metric_words)
     accuracy_axes.legend(loc="lower right")
     for axes in (loss_axes, accuracy_axes):
         if len(epochs) <= 12:

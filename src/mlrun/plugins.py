@@ -58,6 +58,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mlrun.builtins.criteria",
     "mlrun.builtins.optimizers",
     "mlrun.builtins.schedulers",
+    "mlrun.builtins.metrics",
 )
 
 

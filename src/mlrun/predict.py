@@ -24,7 +24,7 @@ from mlrun.checkpoint import load_weights_only
 from mlrun.errors import UsageError
 from mlrun.recipe import Recipe, load_recipe
 from mlrun.registry import Registry
-from mlrun.runs import RECIPE_FILE, WEIGHTS_FILE, RunFolder
+from mlrun.runs import BEST_WEIGHTS_FILE, RECIPE_FILE, WEIGHTS_FILE, RunFolder
 
 Echo = Callable[[str], None]
 
@@ -47,6 +47,8 @@ class LoadedRun:
     #: What the model outputs: "logits", "log_probs" or "probs".
     output_kind: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: The weights file loaded: model.pt (the final weights) or best.pt (the best epoch's).
+    weights: Path = Path(WEIGHTS_FILE)
 
     def names_for(self, count: int) -> list[str]:
         """Names for ``count`` model outputs: the declared names, else "0", "1", ..."""
@@ -89,8 +91,31 @@ def load_weights(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_run(run_dir: Path, registry: Registry) -> LoadedRun:
-    """Rebuild a run's model from its recipe.toml and load its model.pt (weights only), in eval mode."""
+def weights_file(run_dir: Path, choice: str | None = None) -> Path:
+    """The weights ``--weights`` picks: ``best`` (best.pt), ``final`` (model.pt), or None: best.pt when present."""
+    best = run_dir / BEST_WEIGHTS_FILE
+    if choice is None:
+        return best if best.is_file() else run_dir / WEIGHTS_FILE
+    if choice not in WEIGHTS_CHOICES:
+        raise UsageError(f"--weights must be 'best' or 'final', got {choice!r}")
+    if choice == "best" and not best.is_file():
+        raise UsageError(
+            f"{best} not found: this run selected no best epoch (it had no train.monitor), or it has not "
+            "finished an epoch",
+            problems=["use --weights final (model.pt), or train with train.monitor (see docs/recipes.md)"],
+        )
+    return best if choice == "best" else run_dir / WEIGHTS_FILE
+
+
+#: What ``--weights`` accepts.
+WEIGHTS_CHOICES = ("best", "final")
+
+
+def load_run(run_dir: Path, registry: Registry, weights_choice: str | None = None) -> LoadedRun:
+    """Rebuild a run's model from its recipe.toml and load its weights (weights only), in eval mode.
+
+    ``weights_choice``: ``best`` (best.pt), ``final`` (model.pt), or None: best.pt when the run has one.
+    """
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise UsageError(f"{run_dir}: no such run folder; run folders are under train.output_dir (default: runs/)")
@@ -102,7 +127,7 @@ def load_run(run_dir: Path, registry: Registry) -> LoadedRun:
             f"{recipe_path} not found: {run_dir} is not a run folder; "
             "give a folder that mlrun created under train.output_dir (default: runs/)"
         )
-    weights = run_dir / WEIGHTS_FILE
+    weights = weights_file(run_dir, weights_choice)
     if not weights.is_file():
         raise UsageError(_missing_weights_message(run_dir, weights))
     recipe = load_recipe(recipe_path, registry)
@@ -126,6 +151,7 @@ def load_run(run_dir: Path, registry: Registry) -> LoadedRun:
         class_names=tuple(getattr(recipe.dataset.component, "classes", ()) or ()),
         output_kind=recipe.model.component.output_kind(recipe.model.params),  # type: ignore[attr-defined]
         device=device,
+        weights=weights,
     )
 
 
@@ -239,15 +265,19 @@ def predict(
     out_dir: Path | None = None,
     registry: Registry,
     echo: Echo = print,
+    weights: str | None = None,
 ) -> list[Prediction]:
-    """Predict image files and test-set samples (by index); print the top classes, save one PNG each."""
+    """Predict image files and test-set samples (by index); print the top classes, save one PNG each.
+
+    ``weights``: ``best`` or ``final``; None takes best.pt when the run has one.
+    """
     from mlrun import plots
 
     if not images and not indices:
         raise UsageError("nothing to predict: give image files and/or test-set indices (--index N)")
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
-    loaded = load_run(Path(run_dir), registry)
+    loaded = load_run(Path(run_dir), registry, weights)
     transform = compose(loaded.recipe.transforms, train=False)
     out_dir = Path(out_dir) if out_dir is not None else loaded.run_dir / PREDICTIONS_FOLDER
 

@@ -17,8 +17,15 @@ import pydantic
 
 from mlrun.components import KINDS, Component
 from mlrun.errors import UsageError, did_you_mean
+from mlrun.metrics import metric_labels
 from mlrun.params import format_value, looks_numeric, to_jsonable, validate_params
-from mlrun.recipe_checks import channel_problems, pairing, wants_pairing_check
+from mlrun.recipe_checks import (
+    channel_problems,
+    pairing,
+    scheduler_monitor_problems,
+    selection_problems,
+    wants_pairing_check,
+)
 from mlrun.recipe_file import apply_overrides, merge, parse_override, read_recipe_file
 from mlrun.registry import QUALIFIED, Entry, LookupProblem, Registry
 from mlrun.settings import TrainSettings, run_name_from
@@ -108,6 +115,11 @@ class Recipe:
     optimizer = property(lambda self: self.one("optimizer"), lambda self, v: self._set("optimizer", v))
 
     @property
+    def metrics(self) -> list[ComponentSpec]:
+        """The evaluation metrics, in recipe order (``accuracy`` when the recipe names none)."""
+        return self.many("metric")
+
+    @property
     def scheduler(self) -> ComponentSpec | None:
         """The learning-rate scheduler, if the recipe has a ``[scheduler]`` section."""
         spec = self.components.get("scheduler")
@@ -130,7 +142,8 @@ class Recipe:
                 resolved[section] = [spec.to_dict() for spec in value]
             elif value is not None:
                 resolved[section] = value.to_dict()
-        resolved["train"] = self.train.model_dump()
+        # TOML has no None: unset settings (train.val_fraction, train.monitor...) are left out.
+        resolved["train"] = {k: v for k, v in self.train.model_dump().items() if v is not None}
         return resolved
 
 
@@ -192,6 +205,14 @@ def validate_recipe(
     for key, message in channel_problems(components):
         problems.add(key, message)
     train = _train_settings(data.get(TRAIN_SECTION, {}), problems)
+    if "metric" in registry.kinds:
+        components["metric"] = _metrics(data, components.get("metric"), registry, problems)
+        metrics, dataset = components["metric"], components.get("dataset")
+        found = selection_problems(train, metrics, dataset)  # type: ignore[arg-type]
+        if isinstance(components.get("scheduler"), ComponentSpec):
+            found += scheduler_monitor_problems(train, components["scheduler"], metrics, dataset)  # type: ignore[arg-type]
+        for key, message in found:
+            problems.add(key, message)
     recipe_warnings: list[str] = []
     if wants_pairing_check(data.get(TRAIN_SECTION), train):
         model = components.get("model")
@@ -230,6 +251,22 @@ def _section(
         return []
     chosen = [_component(item, name, f"{section}.{index}", registry, problems) for index, item in enumerate(raw)]
     return [spec for spec in chosen if spec is not None]
+
+
+def _metrics(data: Mapping[str, Any], chosen: Any, registry: Registry, problems: _Problems) -> list[ComponentSpec]:
+    """The recipe's metrics: ``accuracy`` when it names none; the same metric twice is refused."""
+    section = registry.kinds["metric"].section
+    if section not in data:
+        return [ComponentSpec(registry.get("metric", "accuracy"), {})]
+    specs: list[ComponentSpec] = chosen if isinstance(chosen, list) else []
+    labels = metric_labels([(spec.component.name, spec.params) for spec in specs])
+    for index, label in enumerate(labels):
+        if label in labels[:index]:
+            problems.add(
+                f"{section}.{index}",
+                f"'{label}' is already metrics.{labels.index(label)}: remove one (a metric is computed once)",
+            )
+    return specs
 
 
 def _component(raw: Any, kind: str, key: str, registry: Registry, problems: _Problems) -> ComponentSpec | None:

@@ -6,10 +6,11 @@ together with every other problem of the recipe (see :func:`mlrun.recipe.validat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlrun.components import OUTPUT_KINDS
+from mlrun.errors import did_you_mean
 
 if TYPE_CHECKING:
     from mlrun.registry import Entry, Registry
@@ -80,3 +81,70 @@ def pairing(
         f"'{criterion_name}' expects {expected}, but model '{model_name}' outputs {OUTPUT_WORDS.get(output, output)}, "
         f"which would silently train badly; {fix} (or set train.check_model_criterion = false to train anyway)"
     ), None
+
+
+def has_validation(train: Any, dataset: Any) -> bool:
+    """Whether a run has a validation split: ``train.val_fraction``, or the dataset's own (``split="val"``)."""
+    from mlrun.components import provides_validation
+
+    component = getattr(dataset, "component", None)
+    return train.val_fraction is not None or (component is not None and provides_validation(component))
+
+
+def monitor_names(train: Any, metrics: Sequence[Any], dataset: Any = None) -> list[str]:
+    """The figures ``train.monitor`` may name: the evaluated split's loss and scalar metrics."""
+    from mlrun.metrics import metric_labels
+
+    split = "val" if has_validation(train, dataset) else "test"
+    labels = metric_labels([(spec.component.name, spec.params) for spec in metrics])
+    scalar = [label for label, spec in zip(labels, metrics) if getattr(spec.component, "scalar", True)]
+    return [f"{split}.loss", *(f"{split}.{label}" for label in scalar)]
+
+
+def selection_problems(train: Any, metrics: Sequence[Any], dataset: Any = None) -> list[tuple[str, str]]:
+    """``train.monitor`` naming a figure that is not computed; selection on the test split unacknowledged."""
+    if train is None or (train.monitor is None and train.patience is None):
+        return []
+    found = []
+    validation = has_validation(train, dataset)
+    if not validation and not train.select_on_test:
+        setting = "train.patience" if train.patience is not None else "train.monitor"
+        found.append((
+            setting,
+            "without a validation split the test split would select the model, and its figures would be "
+            "optimistic: add train.val_fraction = 0.1 (say), or set train.select_on_test = true to accept that",
+        ))  # fmt: skip
+    if train.monitor is None:
+        found.append(("train.patience", 'early stopping needs a figure to watch: set train.monitor = "val.loss" (say)'))
+        return found
+    names = monitor_names(train, metrics, dataset)
+    if train.monitor not in names:
+        split, _, name = train.monitor.partition(".")
+        evaluated = names[0].split(".")[0]
+        if split == "val" and not validation and not train.select_on_test:
+            return found  # the first problem already says to add a validation split
+        if split in ("val", "test") and split != evaluated:
+            hint = f" (no {split} figures are computed each epoch: the evaluated split is '{evaluated}')"
+        else:
+            hint = did_you_mean(train.monitor, names) or (
+                f' (add [[metrics]] name = "{name}" to compute it)' * bool(name)
+            )
+        found.append(("train.monitor", f"'{train.monitor}' is not computed{hint}; choose one of {', '.join(names)}"))
+    return found
+
+
+def scheduler_monitor_problems(
+    train: Any, scheduler: Any, metrics: Sequence[Any], dataset: Any = None
+) -> list[tuple[str, str]]:
+    """A scheduler watching a figure (``scheduler.monitor``) that no evaluation computes."""
+    monitor = (
+        getattr(scheduler, "params", {}).get("monitor") if getattr(scheduler.component, "monitor", False) else None
+    )
+    if train is None or not isinstance(monitor, str):
+        return []
+    names = monitor_names(train, metrics, dataset)
+    evaluated = [name.split(".", 1)[1] for name in names]
+    if monitor in names or monitor in evaluated:
+        return []
+    return [("scheduler.monitor", f"'{monitor}' is not computed{did_you_mean(monitor, names)}; choose one of "
+             f"{', '.join(evaluated + names)}")]  # fmt: skip

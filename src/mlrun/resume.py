@@ -41,8 +41,21 @@ FIXED: dict[str, str] = {
     "train.shuffle": "the data order of the epoch in progress is already drawn",
     "train.output_dir": "a resumed run stays in its own folder",
     "train.run_name": "a resumed run stays in its own folder",
+    "train.val_fraction": "the validation split decided which samples this run trains on",
+    "metrics": "metrics.csv already has one column per metric, and best.pt was chosen by them",
+    "train.monitor": "best.pt and the early-stopping counter belong to the figure monitored so far",
+    "train.mode": "best.pt and the early-stopping counter belong to the direction monitored so far",
 }
 
+
+#: Keys newer versions of mlrun add to every resolved recipe, with the value that does what an
+#: older run did: a checkpoint whose recipe lacks the key is no change when the recipe keeps it.
+ADDED_KEYS: dict[str, Any] = {
+    "metrics": [{"name": "accuracy"}],
+    "train.mode": "auto",
+    "train.min_delta": 0.0,
+    "train.select_on_test": False,
+}
 
 #: Why a run with a scheduler cannot take a new learning rate on resume.
 SCHEDULED_LR = "the scheduler sets the learning rate from its saved state"
@@ -121,6 +134,7 @@ def check_changes(
     changes = [
         key for key in changed_keys(dict(saved), dict(requested))
         if not _same_choice(_value_at_raw(saved, key), _value_at_raw(requested, key), folder)
+        and not _added_default(saved, requested, key)
     ]  # fmt: skip
     described = [f"{key}: {_value_at(saved, key)} -> {_value_at(requested, key)}" for key in changes]
     scheduled = "scheduler" in saved
@@ -175,6 +189,21 @@ def _same_choice(before: Any, after: Any, folder: Path) -> bool:
 
 
 _UNSET = object()
+
+
+def _added_default(saved: Mapping[str, Any], requested: Mapping[str, Any], key: str) -> bool:
+    """A key an older checkpoint's recipe lacks, requested with the value that behaves as before."""
+    return (
+        key in ADDED_KEYS
+        and _value_at_raw(saved, key) is _UNSET
+        and _same(requested_value(requested, key), ADDED_KEYS[key])
+    )
+
+
+def requested_value(recipe: Mapping[str, Any], key: str) -> Any:
+    """The value at a dotted key (None when absent)."""
+    value = _value_at_raw(recipe, key)
+    return None if value is _UNSET else value
 
 
 def _value_at_raw(recipe: Mapping[str, Any], key: str) -> Any:

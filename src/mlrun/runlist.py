@@ -46,6 +46,9 @@ class RunSummary:
     epochs_planned: int | None = None
     best_accuracy: float | None = None
     final_accuracy: float | None = None
+    #: The split ``best_accuracy`` comes from: "val" for a run with a validation split (its test
+    #: accuracy, in ``final_accuracy``, is then the one of the selected weights), else "test".
+    best_split: str = "test"
     #: Why part of the folder could not be read; shown as notes under the table.
     problems: list[str] = field(default_factory=list)
 
@@ -81,7 +84,7 @@ def _read_status(folder: Path, summary: RunSummary) -> RunStatus:
 
 
 def _read_metrics(folder: Path, summary: RunSummary) -> list[float]:
-    """The test accuracy of every epoch, in order; records a problem for unreadable rows."""
+    """The accuracy of every epoch (validation, else test), in order; records a problem for unreadable rows."""
     path = folder / METRICS_FILE
     if not path.exists():
         return []  # a run that has not finished an epoch yet: nothing to report
@@ -92,11 +95,14 @@ def _read_metrics(folder: Path, summary: RunSummary) -> list[float]:
         summary.problems.append(f"{METRICS_FILE}: cannot read ({getattr(exc, 'strerror', None) or exc})")
         return []
     accuracies = []
+    if rows and "val_loss" in rows[0]:
+        summary.best_split = "val"
+    column = f"{summary.best_split}_accuracy"
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         try:
-            accuracies.append(float(row["test_accuracy"]))
+            accuracies.append(float(row[column]))
         except (KeyError, TypeError, ValueError):
-            summary.problems.append(f"{METRICS_FILE}: line {number} has no numeric test_accuracy")
+            summary.problems.append(f"{METRICS_FILE}: line {number} has no numeric {column}")
             return accuracies  # later rows cannot be trusted to be later epochs
     return accuracies
 
@@ -129,7 +135,7 @@ def summarize_run(folder: Path) -> RunSummary:
     if accuracies:
         summary.epochs_done = len(accuracies)
         summary.best_accuracy = max(accuracies)
-        summary.final_accuracy = accuracies[-1]
+        summary.final_accuracy = accuracies[-1] if summary.best_split == "test" else _test_accuracy(status)
     else:
         # A run.json's final metrics still tell the result when metrics.csv is gone.
         final = status.final
@@ -139,6 +145,13 @@ def summarize_run(folder: Path) -> RunSummary:
                 summary.epochs_done = final["epoch"]
     summary.epochs_planned = _planned_epochs(folder)
     return summary
+
+
+def _test_accuracy(status: RunStatus) -> float | None:
+    """The test accuracy a run with a validation split reported at its end (None before it ends)."""
+    final = status.final
+    value = final.get("test_accuracy") if isinstance(final, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def list_runs(output_dir: Path) -> list[RunSummary]:
@@ -165,8 +178,10 @@ def list_runs(output_dir: Path) -> list[RunSummary]:
     return [summarize_run(folder) for folder in sorted(folders, key=_sort_key)]
 
 
-def _accuracy(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _accuracy(value: float | None, label: str = "") -> str:
+    """A cell, labelled with its split for a run with a validation split (``val 0.8712``, ``test 0.8650``)."""
+    shown = "-" if value is None else f"{value:.4f}"
+    return f"{label} {shown}" if label else shown
 
 
 def format_runs(summaries: Sequence[RunSummary]) -> str:
@@ -177,12 +192,14 @@ def format_runs(summaries: Sequence[RunSummary]) -> str:
         return "no runs found"
     rows = [("RUN", "STATUS", "RECIPE", "EPOCHS", "BEST_ACC", "FINAL_ACC")]
     for run in summaries:
+        labelled = run.best_split == "val"  # BEST_ACC is then the validation accuracy, FINAL_ACC the test one
         epochs = str(run.epochs_done)
         if run.epochs_planned is not None:
             epochs += f"/{run.epochs_planned}"
         rows.append(
             (run.name, run.status, run.recipe or "-", epochs,
-             _accuracy(run.best_accuracy), _accuracy(run.final_accuracy))
+             _accuracy(run.best_accuracy, "val" if labelled else ""),
+             _accuracy(run.final_accuracy, "test" if labelled else ""))
         )  # fmt: skip
     lines = [format_table(rows)]
     notes = [f"  {run.name}: {problem}" for run in summaries for problem in run.problems]

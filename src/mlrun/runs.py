@@ -6,6 +6,7 @@ Layout of ``<output_dir>/<run_name>-<YYYYmmdd-HHMMSS>/``:
 - ``run.json``     status (running / completed / failed), versions, timings, final metrics
 - ``metrics.csv``  one row per epoch
 - ``model.pt``     the trained weights (a ``state_dict``; load with ``weights_only=True``)
+- ``best.pt``      with ``train.monitor``: the weights of the best epoch (same format)
 - ``steps.csv``    the training loss of every step
 - ``checkpoint.pt`` the latest checkpoint (see :mod:`mlrun.checkpoint`), for ``mlrun resume``
 - ``metrics.png``  training vs test loss and test accuracy per epoch
@@ -38,6 +39,7 @@ RECIPE_FILE = "recipe.toml"
 STATUS_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 WEIGHTS_FILE = "model.pt"
+BEST_WEIGHTS_FILE = "best.pt"
 STEPS_FILE = "steps.csv"
 LOCK_FILE = ".lock"
 #: What atomic_write leaves behind when its process is killed mid-write.
@@ -278,8 +280,9 @@ class RunFolder:
             lines.append(",".join([*cells, "" if norm != norm else repr(float(norm))]))
         atomic_write_text(self.path / STEPS_FILE, "\n".join(lines) + "\n")
 
-    def save_weights(self, state_dict: Mapping[str, Any]) -> None:
-        """Save the model's ``state_dict``."""
+    def save_weights(self, state_dict: Mapping[str, Any], *, best: bool = False) -> None:
+        """Save the model's ``state_dict`` as ``model.pt`` (the final weights) or ``best.pt``."""
         import torch
 
-        atomic_write(self.path / WEIGHTS_FILE, lambda out: torch.save(dict(state_dict), out))
+        name = BEST_WEIGHTS_FILE if best else WEIGHTS_FILE
+        atomic_write(self.path / name, lambda out: torch.save(dict(state_dict), out))

@@ -8,6 +8,7 @@ numbers are exactly those of a run before schedulers existed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,21 +35,23 @@ class Schedule:
 
     scheduler: Any = None
     interval: str = "step"
-    monitor: str | None = None  # "loss" or "accuracy", for schedules that watch a metric
+    #: The figure a schedule that watches one steps on: "loss", "accuracy" (of the split evaluated
+    #: each epoch), or a split's figure such as "val.loss" or "val.macro_f1".
+    monitor: str | None = None
 
     def after_step(self) -> None:
         """Call after every optimizer step."""
         if self.scheduler is not None and self.interval == "step":
             self.scheduler.step()
 
-    def after_epoch(self, loss: float, accuracy: float) -> None:
-        """Call after each epoch's evaluation, with its loss and accuracy."""
+    def after_epoch(self, figures: Mapping[str, float]) -> None:
+        """Call after each epoch's evaluation, with its figures by name (see :attr:`monitor`)."""
         if self.scheduler is None or self.interval != "epoch":
             return
         if self.monitor is None:
             self.scheduler.step()
         else:
-            self.scheduler.step(loss if self.monitor == "loss" else accuracy)
+            self.scheduler.step(figures[self.monitor])
 
     def state_dict(self) -> dict[str, Any] | None:
         """The scheduler's state for the checkpoint (None without a scheduler)."""

@@ -115,6 +115,30 @@ class TrainSettings(BaseModel):
     flush_denormal: bool = Field(
         True, description="flush denormal floats to zero on the CPU (faster; changes tiny values)"
     )
+    val_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="share of the training split held out for validation (stratified, seeded by train.seed); "
+        "unset: no validation split, and every epoch is evaluated on the test split",
+    )
+    monitor: str | None = Field(
+        None,
+        description="the figure that selects the best epoch (best.pt), e.g. 'val.accuracy' or 'val.loss'; "
+        "unset: no selection",
+    )
+    mode: Literal["auto", "max", "min"] = Field(
+        "auto", description="'max' or 'min' for the monitored figure; 'auto': from the metric (min for a loss)"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="stop after this many epochs without improvement of train.monitor (early stopping)"
+    )
+    min_delta: float = Field(0.0, ge=0, description="the least change of train.monitor that counts as improvement")
+    select_on_test: bool = Field(
+        False,
+        description="allow train.monitor / train.patience without a validation split: the test split then "
+        "selects the model, and its figures are optimistic",
+    )
     threads: Annotated[int, Ge(1)] | Literal["auto"] = Field(
         "auto",
         description=f"CPU threads per process for each tensor operation while training "

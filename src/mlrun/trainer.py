@@ -12,57 +12,28 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
 
 from mlrun import batches, checkpoint, distributed, trainer_state
 from mlrun import resume as resume_policy
-from mlrun.batches import Batch
 from mlrun.build import Built
 from mlrun.errors import MlrunError
+from mlrun.evaluator import Evaluator, evaluate
+from mlrun.metrics import Value
 from mlrun.precision import Precision
 from mlrun.recipe import Recipe
 from mlrun.runs import RunFolder
+from mlrun.selection import Selection
 from mlrun.settings import resolve_threads
+from mlrun.splits import shard
 from mlrun.stopping import Interrupted, NonFiniteLoss, StopRequests
 from mlrun.trainer_state import Position
 
 Echo = Callable[[str], None]
-Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def evaluate_sums(
-    model: torch.nn.Module, criterion: Criterion, loader: Iterable[Batch], device: torch.device
-) -> tuple[float, int, int]:
-    """Summed test loss, correct predictions and sample count, under ``torch.no_grad()`` in eval mode.
-
-    Sums (not means) so that the shares of several ranks add up exactly.
-    """
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    count = 0
-    with torch.no_grad():
-        for inputs, labels in loader:
-            inputs, labels = inputs.to(device), labels.to(device)
-            output = model(inputs)
-            total_loss += criterion(output, labels).double() * len(labels)
-            correct += (output.argmax(dim=1) == labels).sum()
-            count += len(labels)
-    model.train()
-    return float(total_loss), int(correct), count
-
-
-def evaluate(
-    model: torch.nn.Module, criterion: Criterion, loader: Iterable[Batch], device: torch.device
-) -> tuple[float, float]:
-    """Mean test loss and accuracy, under ``torch.no_grad()`` with the model in eval mode."""
-    loss_sum, correct, count = evaluate_sums(model, criterion, loader, device)
-    if count == 0:
-        raise MlrunError("the test split is empty: nothing to evaluate")
-    return loss_sum / count, correct / count
+__all__ = ["Trainer", "evaluate"]
 
 
 class Trainer:
@@ -97,7 +68,15 @@ class Trainer:
         self.data_plan = data_plan
         self.train_source = batches.batch_source(recipe, built.train_set, data_plan, train=True)
         self.test_source = batches.batch_source(recipe, built.test_set, data_plan, train=False)
-        self.order = batches.EpochOrder(len(built.train_set), shuffle=self.settings.shuffle, seed=self.settings.seed)
+        self.order = batches.EpochOrder(built.train_size, shuffle=self.settings.shuffle, seed=self.settings.seed)
+        classes = len(getattr(recipe.dataset.component, "classes", ()))
+        self.evaluator = Evaluator(recipe, built.num_classes or classes, group)
+        #: The split evaluated every epoch: validation when there is one, else (as before) test.
+        self.eval_split = "val" if built.val_indices is not None else "test"
+        if built.val_indices is not None:
+            self.val_source = batches.batch_source(recipe, built.val_set, data_plan, train=False)
+        self.selection = Selection.from_settings(self.settings, recipe.metrics)
+        self.last_figures: dict[str, Value] | None = None  # of the latest epoch's evaluation
         self.position = Position()
         self.precision = Precision(self.settings.precision, built.device)
         self.step_lr, self.grad_norm = math.nan, math.nan  # of the latest step, for steps.csv
@@ -158,15 +137,19 @@ class Trainer:
 
     def _fit(self, stop: StopRequests) -> list[dict[str, Any]]:
         p = self.position
-        while p.epoch <= self.settings.epochs:
+        while p.epoch <= self.settings.epochs and self.selection.stopped_at is None:
             if p.indices is None:  # a fresh epoch (a resumed one keeps its order and running loss)
-                p.indices = self.order.next_epoch()
+                order = self.order.next_epoch()
+                train_indices = self.built.train_indices
+                p.indices = order if train_indices is None else train_indices[order]
                 p.step, p.loss_sum, p.sample_count = 0, 0.0, 0
             started = time.perf_counter()
             self._train_epoch(stop)
-            train_loss, test_loss, accuracy = self._epoch_losses()
-            self._record_epoch(train_loss, test_loss, accuracy, time.perf_counter() - started)
-            self.built.schedule.after_epoch(test_loss, accuracy)
+            train_loss = self._train_loss()
+            figures = self.last_figures = self.evaluate(self.eval_split)
+            self._record_epoch(train_loss, figures, time.perf_counter() - started)
+            self.built.schedule.after_epoch(self._named(figures))
+            self._select(p.metrics[-1])
             self._watch_loss(train_loss)
             p.epoch, p.step, p.indices = p.epoch + 1, 0, None
             if self.writes:
@@ -175,33 +158,55 @@ class Trainer:
             self.save_checkpoint()
         return p.metrics
 
-    def _epoch_losses(self) -> tuple[float, float, float]:
-        """Train loss, test loss and test accuracy of the epoch just trained, over every rank."""
-        p, built = self.position, self.built
-        test_size = len(built.test_set)
-        test_indices = self.group.eval_shard(test_size) if self.group else torch.arange(test_size)
-        with self.precision.autocast():  # evaluated in the precision it trains in
-            sums = evaluate_sums(built.model, built.criterion, self.test_source.epoch(test_indices), built.device)
-        loss_sum, sample_count = p.loss_sum, p.sample_count
+    def _train_loss(self) -> float:
+        """The mean training loss of the epoch just trained, over every rank."""
+        loss_sum, sample_count = self.position.loss_sum, self.position.sample_count
         if self.group is not None:  # every rank saw part of the data: add the parts up
-            loss_sum, sample_count, *sums = self.group.sum(loss_sum, sample_count, *sums)  # type: ignore[assignment]
-        test_loss_sum, correct, test_count = sums
-        if test_count == 0:
-            raise MlrunError("the test split is empty: nothing to evaluate")
-        return loss_sum / max(sample_count, 1), test_loss_sum / test_count, correct / test_count
+            loss_sum, sample_count = self.group.sum(loss_sum, sample_count)  # type: ignore[assignment]
+        return loss_sum / max(sample_count, 1)
 
-    def _record_epoch(self, train_loss: float, test_loss: float, accuracy: float, seconds: float) -> None:
+    def evaluate(self, split: str) -> dict[str, Value]:
+        """The loss and every metric of ``split`` ("val" or "test") with the current weights (every rank calls it)."""
+        built = self.built
+        if split == "val":
+            assert built.val_indices is not None
+            source, indices = self.val_source, built.val_indices
+            if self.group is not None:
+                indices = shard(indices, self.group.rank, self.group.world_size)
+        else:
+            source = self.test_source
+            size = len(built.test_set)
+            indices = self.group.eval_shard(size) if self.group else torch.arange(size)
+        args = (built.model, built.criterion, source, indices, built.device, self.precision, split)
+        return self.evaluator.run(*args)
+
+    def _named(self, figures: Mapping[str, Value]) -> dict[str, float]:
+        """The epoch's scalar figures as a scheduler may name them: ``loss``, ``accuracy``, ``val.loss``..."""
+        split = self.eval_split
+        named = {key: float(value) for key, value in figures.items() if isinstance(value, (int, float))}
+        return {**named, **{f"{split}.{key}": value for key, value in named.items()}}
+
+    def _record_epoch(self, train_loss: float, figures: Mapping[str, Value], seconds: float) -> None:
         """Add the epoch's row to the metrics and print it."""
         p = self.position
         lr = float(self.built.optimizer.param_groups[0]["lr"])  # at the end of the epoch
+        evaluated = self.evaluator.row(self.eval_split, figures)
         p.metrics.append({
-            "epoch": p.epoch, "train_loss": round(train_loss, 6), "test_loss": round(test_loss, 6),
-            "test_accuracy": round(accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
+            "epoch": p.epoch, "train_loss": round(train_loss, 6), **evaluated,
+            "lr": lr, "seconds": round(seconds, 3),
         })  # fmt: skip
+        shown = "  ".join(f"{key} {value:.4f}" for key, value in evaluated.items())
         self.echo(
-            f"epoch {p.epoch}/{self.settings.epochs}  train_loss {train_loss:.4f}  "
-            f"test_loss {test_loss:.4f}  test_accuracy {accuracy:.4f}  lr {lr:.3g}  {seconds:.1f}s"
+            f"epoch {p.epoch}/{self.settings.epochs}  train_loss {train_loss:.4f}  {shown}  lr {lr:.3g}  {seconds:.1f}s"
         )
+
+    def _select(self, row: Mapping[str, Any]) -> None:
+        """Track the monitored figure: best.pt when it improves, early stopping when it stalls."""
+        selection = self.selection
+        if not selection.active:
+            return
+        if selection.update(self.position.epoch, float(row[selection.column])) and self.writes:
+            self.folder.save_weights(self.built.model.state_dict(), best=True)
 
     def _train_epoch(self, stop: StopRequests) -> None:
         """The classic five steps per batch, from where the epoch left off."""

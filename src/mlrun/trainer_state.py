@@ -56,7 +56,7 @@ def capture(self: Trainer) -> dict[str, Any]:
     return {
         "recipe": self.recipe_record,
         "world_size": self.group.world_size if self.group is not None else 1,
-        "train_size": len(self.built.train_set),
+        "train_size": self.built.train_size,
         "loss_shares": torch.tensor(shares, dtype=torch.float64),
         "model": self.built.model.state_dict(),
         "optimizer": self.built.optimizer.state_dict(),
@@ -74,6 +74,8 @@ def capture(self: Trainer) -> dict[str, Any]:
         # Inside an accumulation window, the gradients added up so far are part of the state.
         "window_grads": _window_grads(self),
         "grad_scaler": self.precision.state_dict(),
+        # The best figure so far, its epoch and the patience counter: a resumed run stops where this one would.
+        "selection": self.selection.state_dict(),
     }
 
 
@@ -115,6 +117,7 @@ def restore(self: Trainer, state: dict[str, Any], changed: Sequence[str] = ()) -
         for param, grad in zip(self.built.model.parameters(), grads):
             param.grad = None if grad is None else grad.to(param.device)
     self.precision.load_state_dict(state.get("grad_scaler"))
+    self.selection.load_state_dict(state.get("selection"))
     shares = state.get("loss_shares")
     if shares is not None and len(shares) == state.get("world_size", 1):
         loss_sum, count = shares[self.group.rank if self.group is not None else 0].tolist()
@@ -137,7 +140,7 @@ def _check_fits(self: Trainer, state: dict[str, Any]) -> None:
             f"not {world}: another count changes the batches and the weights",
             problems=[f"resume with: mlrun resume {self.folder.path} --nproc {saved_world}"],
         )
-    saved_size, size = state.get("train_size"), len(self.built.train_set)
+    saved_size, size = state.get("train_size"), self.built.train_size
     if saved_size is not None and int(saved_size) != size:
         raise UsageError(
             f"the training split now has {size} samples, but the checkpoint was taken with "

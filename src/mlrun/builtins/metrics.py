@@ -24,8 +24,8 @@ from typing import Annotated
 import torch
 from annotated_types import Ge
 
-from mlrun import hookimpl
-from mlrun.metrics import Metric, Value, ratio
+from mlrun import Metric, hookimpl
+from mlrun.metrics import Value, ratio
 
 Matrix = torch.Tensor
 

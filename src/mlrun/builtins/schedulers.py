@@ -137,19 +137,32 @@ def _has_momentum(optimizer: torch.optim.Optimizer) -> bool:
 def reduce_on_plateau(
     *,
     optimizer: torch.optim.Optimizer,
-    monitor: Literal["loss", "accuracy"] = "loss",
+    monitor: str = "loss",
     factor: Decay = 0.1,
     patience: Annotated[int, Ge(0)] = 10,
     threshold: Annotated[float, Ge(0)] = 1e-4,
     cooldown: Annotated[int, Ge(0)] = 0,
     min_lr: Annotated[float, Ge(0)] = 0.0,
 ) -> Any:
-    """Multiply the learning rate by ``factor`` when the monitored metric stops improving."""
-    mode: Literal["min", "max"] = "min" if monitor == "loss" else "max"
+    """Multiply the learning rate by ``factor`` when the monitored metric stops improving.
+
+    ``monitor``: ``loss`` or ``accuracy`` of the split evaluated each epoch, or a split's figure
+    such as ``val.loss`` or ``val.macro_f1`` (a loss is minimised, any other figure maximised).
+    """
+    mode: Literal["min", "max"] = "min" if monitor.rpartition(".")[2] == "loss" else "max"
     return lr_scheduler.ReduceLROnPlateau(
         optimizer, mode=mode, factor=factor, patience=patience, threshold=threshold,
         cooldown=cooldown, min_lr=min_lr,
     )  # fmt: skip
+
+
+def _monitor_form(params: Mapping[str, Any]) -> None:
+    monitor = params["monitor"]
+    split, dot, name = monitor.rpartition(".")
+    if not name or (dot and split not in ("val", "test")):
+        raise ValueError(
+            f"monitor must be 'loss', 'accuracy' or a split's figure such as 'val.loss' or 'val.accuracy', got {monitor!r}"
+        )
 
 
 def _increasing(params: Mapping[str, Any]) -> None:
@@ -167,5 +180,5 @@ def register_schedulers() -> list[Scheduler]:
         Scheduler("exponential", exponential, "learning rate x gamma after each epoch (ExponentialLR)", interval="epoch"),
         Scheduler("cosine", cosine, "cosine decay over the run per step, optional linear warmup (CosineAnnealingLR)"),
         Scheduler("one_cycle", one_cycle, "1cycle: up to max_lr and down over the run, per step (OneCycleLR)"),
-        Scheduler("reduce_on_plateau", reduce_on_plateau, "learning rate x factor when the monitored metric stalls (ReduceLROnPlateau)", interval="epoch", monitor=True),
+        Scheduler("reduce_on_plateau", reduce_on_plateau, "learning rate x factor when the monitored metric stalls (ReduceLROnPlateau)", interval="epoch", monitor=True, validate=_monitor_form),
     ]  # fmt: skip

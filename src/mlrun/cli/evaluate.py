@@ -24,11 +24,16 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         "and evaluation.json into the run folder.", epilog=EXAMPLES,
     )  # fmt: skip
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    parser.add_argument(
+        "--weights", choices=("best", "final"), default=None,
+        help="best.pt (the best epoch by train.monitor) or model.pt (the final weights); default: best when present",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate the run's model on the test split and report it."""
     from mlrun import evaluation
 
-    evaluation.evaluate(Path(args.run_dir), registry=load_registry(args, run_dir=args.run_dir), echo=echo)
+    registry = load_registry(args, run_dir=args.run_dir)
+    evaluation.evaluate(Path(args.run_dir), registry=registry, echo=echo, weights=args.weights)
     return EXIT_OK

@@ -26,6 +26,10 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         epilog=EXAMPLES,
     )  # fmt: skip
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    parser.add_argument(
+        "--weights", choices=("best", "final"), default=None,
+        help="best.pt (the best epoch by train.monitor) or model.pt (the final weights); default: best when present",
+    )  # fmt: skip
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files to classify")
     parser.add_argument(
         "--index", type=int, action="append", default=[], metavar="N", help="a test-set sample (repeatable)"
@@ -41,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
     registry = load_registry(args, run_dir=args.run_dir)
     out = Path(args.out) if args.out else None
     predict.predict(Path(args.run_dir), [Path(i) for i in args.images], args.index,
-                    top_k=args.top_k, out_dir=out, registry=registry, echo=echo)  # fmt: skip
+                    top_k=args.top_k, out_dir=out, registry=registry, echo=echo, weights=args.weights)  # fmt: skip
     return EXIT_OK

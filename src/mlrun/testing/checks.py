@@ -45,7 +45,8 @@ def behaviour_of(component: Component) -> tuple[str, Behaviour] | None:
     """The name and function of the check that builds and exercises ``component``, if any."""
     if component.kind == "transform":
         return ("batch", check_transform) if getattr(component, "batch", None) is not None else None
-    found = {"model": "output", "criterion": "loss", "dataset": "samples", "optimizer": "step", "scheduler": "step"}
+    found = {"model": "output", "criterion": "loss", "dataset": "samples", "optimizer": "step", "scheduler": "step",
+             "metric": "sums"}  # fmt: skip
     name = found.get(component.kind)
     return (name, globals()[f"check_{component.kind}"]) if name else None
 
@@ -319,3 +320,29 @@ def check_scheduler(component: Component, values: dict[str, Any], context: Conte
     rates = [group["lr"] for group in optimizer.param_groups]
     if not all(rate >= 0 and rate == rate and rate != float("inf") for rate in rates):
         raise AssertionError(f"scheduler '{component.name}': after 5 steps the learning rates are {rates}")
+
+
+def check_metric(component: Component, values: dict[str, Any], context: Context) -> None:
+    """Two shards' summed states give the figure of the whole (exact under DDP); ``reset`` forgets."""
+    where = f"metric '{component.name}'"
+    extra = {"num_classes": 5} if "num_classes" in inspect.signature(component.factory).parameters else {}
+    generator = torch.Generator().manual_seed(0)
+    scores, labels = torch.randn(40, 5, generator=generator), torch.randint(0, 5, (40,), generator=generator)
+    if getattr(component, "needs", "scores") == "probs":
+        scores = scores.softmax(dim=1)
+    whole, parts = component.factory(**extra, **values), component.factory(**extra, **values)
+    whole.update(scores, labels)
+    state = {key: tensor.clone() for key, tensor in parts.state().items()}
+    parts.update(scores[:13], labels[:13])
+    first = {key: tensor.clone() for key, tensor in parts.state().items()}
+    parts.reset()
+    if any(not torch.equal(tensor, state[key]) for key, tensor in parts.state().items()):
+        raise AssertionError(f"{where}: reset() does not give back the empty state")
+    parts.update(scores[13:], labels[13:])
+    summed = {key: first[key] + tensor for key, tensor in parts.state().items()}
+    expected, got = whole.compute(whole.state()), whole.compute(summed)
+    if repr(expected) != repr(got):
+        raise AssertionError(
+            f"{where}: the summed states of two shards give {got!r:.80}, the whole gives {expected!r:.80}: "
+            "accumulate sums or counts (never means), so that ranks add up exactly"
+        )

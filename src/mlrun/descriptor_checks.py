@@ -16,8 +16,8 @@ from typing import Any
 
 from mlrun.components import (
     INTERVALS,
-    ON_ERRORS,
     NAME_PATTERN,
+    ON_ERRORS,
     OUTPUT_KINDS,
     Callback,
     Component,
@@ -172,7 +172,9 @@ def _callback(component: Any, params: dict[str, Parameter]) -> list[str]:
     problems = _bool_problems("logger", component.logger) + _bool_problems("all_ranks", component.all_ranks)
     on_error = component.on_error
     if on_error not in ON_ERRORS:
-        problems.append(f"on_error must be 'fail' or 'warn', got {_shown(on_error)}{did_you_mean(str(on_error), ON_ERRORS)}")
+        problems.append(
+            f"on_error must be 'fail' or 'warn', got {_shown(on_error)}{did_you_mean(str(on_error), ON_ERRORS)}"
+        )
     elif on_error == "warn" and component.logger is not True:
         problems.append(
             "on_error='warn' is only for loggers (logger=True): a callback that changes training "

@@ -216,7 +216,10 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_tensorboard_event_files_match_metrics_csv(registry: Any, tmp_path: Path) -> None:
-    folder = run_summary(registry, "train.epochs=2", "train.val_fraction=0.2", 'callbacks=[{name="tensorboard"}]')
+    folder = run_summary(
+        registry, "train.epochs=2", "train.val_fraction=0.2", "train.monitor=val.accuracy",
+        'callbacks=[{name="tensorboard", hparams=true}]',
+    )  # fmt: skip
     scalars = tensorboard_scalars(folder)
     rows = metrics_rows(folder)
     for column in ("train_loss", "val_loss", "val_accuracy", "lr"):
@@ -229,6 +232,8 @@ def test_tensorboard_event_files_match_metrics_csv(registry: Any, tmp_path: Path
         [float(steps[9]["train_loss"]), float(steps[19]["train_loss"])]
     )
     assert "train/grad_norm" not in scalars  # measured only when clipping
+    assert scalars["hparams/val_accuracy"][0][1] == pytest.approx(float(rows[-1]["val_accuracy"]))
+    assert scalars["hparams/best_epoch"][0][1] in (1, 2)
 
 
 def test_ema_evaluates_and_saves_the_averaged_weights_when_asked(registry: Any, tmp_path: Path) -> None:

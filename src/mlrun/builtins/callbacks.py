@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from annotated_types import Ge, Gt, Lt
 
 from mlrun import Callback, hookimpl
-from mlrun.errors import UsageError
-from mlrun.files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -41,12 +40,13 @@ class TensorBoardLogger:
     def __init__(self, every_n_steps: int, hparams: bool) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:  # tensorboard missing (or broken)
-            raise UsageError(f"the tensorboard callback cannot start ({exc})", problems=[INSTALL_TENSORBOARD]) from exc
+        except ImportError as exc:  # tensorboard missing (or broken): mlrun reports a ValueError as bad input
+            raise ValueError(f"it needs the tensorboard package ({exc}): {INSTALL_TENSORBOARD}") from exc
         self.writer_class = SummaryWriter
         self.every_n_steps, self.hparams = every_n_steps, hparams
         self.writer: Any = None
         self.global_step = 0  # the last step logged; a resumed run starts a new file after it
+        self.last: dict[str, float] = {}  # the last epoch's figures, for hparams
 
     def on_fit_start(self, run: RunInfo) -> None:
         # On resume, purge_step tells TensorBoard to drop what an earlier file holds from this
@@ -77,12 +77,13 @@ class TensorBoardLogger:
             add(f"epoch/{name}", value, step)
         add("epoch/lr", epoch.lr, step)
         add("epoch/epoch", epoch.epoch, step)
+        self.last = {"train_loss": epoch.train_loss, **epoch.figures}
         self.writer.flush()
 
     def on_fit_end(self, run: RunInfo, end: FitEnd) -> None:
         if self.writer is None:
             return
-        if self.hparams and end.status == "completed":
+        if self.hparams and end.status in ("completed", "stopped"):
             self._write_hparams(run, end)
         self.writer.close()
 
@@ -90,7 +91,8 @@ class TensorBoardLogger:
         from torch.utils.tensorboard.summary import hparams
 
         flat = {k: v for k, v in _flatten(run.recipe).items() if isinstance(v, (int, float, str, bool))}
-        figures = {f"hparams/{k}": float(v) for k, v in (end.best or {}).items() if isinstance(v, (int, float))}
+        best = {k: v for k, v in (end.best or {}).items() if k.startswith("best_")}
+        figures = {f"hparams/{k}": float(v) for k, v in {**self.last, **best}.items() if isinstance(v, (int, float))}
         experiment, start, finish = hparams(flat, figures)
         for summary in (experiment, start, finish):
             self.writer.file_writer.add_summary(summary)
@@ -98,10 +100,10 @@ class TensorBoardLogger:
             self.writer.add_scalar(tag, value, self.global_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"global_step": self.global_step}
+        return {"global_step": self.global_step, "last": dict(self.last)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.global_step = int(state["global_step"])
+        self.global_step, self.last = int(state["global_step"]), dict(state.get("last", {}))
 
 
 def tensorboard(every_n_steps: Annotated[int, Ge(1)] = 10, hparams: bool = False) -> TensorBoardLogger:
@@ -164,8 +166,12 @@ class EMA:
         if run.rank == 0 and self.shadow is not None:
             import torch
 
-            shadow = dict(self.shadow)
-            atomic_write(run.run_dir / EMA_WEIGHTS_FILE, lambda out: torch.save(shadow, out))
+            path = run.run_dir / EMA_WEIGHTS_FILE
+            partial = path.with_name(
+                f".{path.name}.partial.tmp"
+            )  # never a half-written ema.pt (stale ones are cleaned up)
+            torch.save(dict(self.shadow), partial)
+            os.replace(partial, path)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates, "shadow": self.shadow}

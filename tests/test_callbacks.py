@@ -225,15 +225,18 @@ def test_tensorboard_event_files_match_metrics_csv(registry: Any, tmp_path: Path
     for column in ("train_loss", "val_loss", "val_accuracy", "lr"):
         assert [v for _, v in scalars[f"epoch/{column}"]] == pytest.approx([float(r[column]) for r in rows])
     assert [step for step, _ in scalars["epoch/epoch"]] == [10, 20]  # the global step at each epoch's end
-    assert [step for step, _ in scalars["train/loss"]] == [10, 20]  # every_n_steps = 10 by default
-    with (folder / "steps.csv").open() as file:
-        steps = list(csv.DictReader(file))
-    assert [v for _, v in scalars["train/loss"]] == pytest.approx(
-        [float(steps[9]["train_loss"]), float(steps[19]["train_loss"])]
-    )
-    assert "train/grad_norm" not in scalars  # measured only when clipping
+    assert "train/loss" not in scalars  # every_n_steps = 50 by default: 20 steps log none
     assert scalars["hparams/val_accuracy"][0][1] == pytest.approx(float(rows[-1]["val_accuracy"]))
     assert scalars["hparams/best_epoch"][0][1] in (1, 2)
+    again = run_summary(registry, "train.epochs=2", 'callbacks=[{name="tensorboard", every_n_steps=5}]')
+    with (again / "steps.csv").open() as file:
+        steps = list(csv.DictReader(file))
+    logged = tensorboard_scalars(again)
+    assert [step for step, _ in logged["train/loss"]] == [5, 10, 15, 20, 25]
+    assert [v for _, v in logged["train/loss"]] == pytest.approx(
+        [float(steps[n - 1]["train_loss"]) for n in (5, 10, 15, 20, 25)]
+    )
+    assert "train/grad_norm" not in logged  # measured only when clipping
 
 
 def test_ema_evaluates_and_saves_the_averaged_weights_when_asked(registry: Any, tmp_path: Path) -> None:

@@ -16,6 +16,12 @@ The set of events is small on purpose; each one is used by a built-in:
 - ``on_fit_end``: called however the run ends (completed, stopped, failed, interrupted):
   ``tensorboard`` closes its files, ``ema`` writes ``ema.pt``.
 
+A callback that keeps weights of its own (``ema``) may also give
+``evaluation_weights()``: a context manager inside which the model holds those weights.
+The engine enters it around each epoch's evaluation and model selection (``best.pt``)
+and around saving ``model.pt`` and the final test; the model's own weights are back
+afterwards, and training always uses them.
+
 A callback with state that matters for resume (``ema``'s averaged weights, a logger's
 step counter) provides ``state_dict()`` and ``load_state_dict(state)``: the state is
 saved in every checkpoint and restored on resume, so a resumed run stays bitwise.
@@ -24,6 +30,7 @@ saved in every checkpoint and restored on resume, so a resumed run stays bitwise
 from __future__ import annotations
 
 import pathlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -127,6 +134,10 @@ class CallbackProtocol(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by :meth:`state_dict`, on resume."""
+
+    def evaluation_weights(self) -> AbstractContextManager[None]:
+        """Optional: inside it the model holds the weights to evaluate, select and save (``ema``'s average)."""
+        ...
 
 
 __all__ = ["EVENTS", "CallbackProtocol", "EpochInfo", "FitEnd", "FitStatus", "RunInfo", "StepInfo"]

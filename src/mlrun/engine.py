@@ -205,6 +205,8 @@ def _train(
                 if main:
                     folder.save_weights(trainer.built.model.state_dict())
                 result.test = final_test.final_test(trainer)  # every rank: the evaluation is sharded
+            if main:  # drawn before on_fit_end, so that loggers can upload it
+                _plot_metrics(folder, echo)
             _end_callbacks(trainer, status, None)
             if main:
                 status.status, status.finished = "completed", _now()
@@ -217,12 +219,10 @@ def _train(
                 status.warnings = list(trainer.warnings)
                 folder.write_status(status)
                 completed = True  # from here on, nothing can make this run anything but complete
-                _plot_metrics(folder, echo)
     except KeyboardInterrupt:
         if not completed:
             _record_failure(trainer, folder, status, KeyboardInterrupt(), echo, main=main)
             raise
-        echo(f"warning: interrupted while drawing {folder.path / 'metrics.png'}; the run is complete")
     except BaseException as exc:
         if completed:
             raise
@@ -258,6 +258,8 @@ def _record_failure(
     trainer: Trainer, folder: RunFolder, status: RunStatus, exc: BaseException, echo: Echo, *, main: bool
 ) -> None:
     """Mark the run interrupted or failed in run.json, keeping the steps and the plot so far."""
+    if main and trainer.position.metrics:  # drawn before on_fit_end, so that loggers can upload it
+        _plot_metrics(folder, echo)
     _end_callbacks(trainer, status, exc)
     if not main:
         return
@@ -268,8 +270,6 @@ def _record_failure(
     _write_status_after_failure(folder, status)
     with contextlib.suppress(MlrunError):  # the steps up to the failure, NaN step included
         folder.write_step_losses(trainer.position.step_losses)
-    if trainer.position.metrics:
-        _plot_metrics(folder, echo)
 
 
 def _end_callbacks(trainer: Trainer, status: RunStatus, exc: BaseException | None) -> None:

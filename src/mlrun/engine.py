@@ -206,7 +206,7 @@ def _train(
                     folder.save_weights(trainer.built.model.state_dict())
                 result.test = final_test.final_test(trainer)  # every rank: the evaluation is sharded
             if main:  # drawn before on_fit_end, so that loggers can upload it
-                _plot_metrics(folder, echo)
+                _plot_after_weights(folder, echo)
             _end_callbacks(trainer, status, None)
             if main:
                 status.status, status.finished = "completed", _now()
@@ -270,6 +270,14 @@ def _record_failure(
     _write_status_after_failure(folder, status)
     with contextlib.suppress(MlrunError):  # the steps up to the failure, NaN step included
         folder.write_step_losses(trainer.position.step_losses)
+
+
+def _plot_after_weights(folder: RunFolder, echo: Echo) -> None:
+    """Draw metrics.png once the weights are saved: an interrupt now costs the plot, not the run."""
+    try:
+        _plot_metrics(folder, echo)
+    except KeyboardInterrupt:
+        echo(f"warning: interrupted while drawing {folder.path / 'metrics.png'}; the run is complete")
 
 
 def _end_callbacks(trainer: Trainer, status: RunStatus, exc: BaseException | None) -> None:

@@ -208,6 +208,8 @@ VARIANTS: dict[str, list[str]] = {
         "train.val_fraction=0.1",
         'metrics=[{name="accuracy"}, {name="macro_f1"}, {name="balanced_accuracy"}]',
     ],
+    # Issue #15: the TensorBoard logger (scalars every 50 steps, each epoch's figures); target: <= 5 % over plain.
+    "tensorboard": ['callbacks=[{name="tensorboard"}]'],
 }
 
 

@@ -131,6 +131,7 @@ def test_the_built_in_kinds_are_sound_declarations() -> None:
         "optimizer",
         "scheduler",
         "metrics",
+        "callbacks",
     ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from mlrun import build, engine, evaluator, trainer
+from mlrun import build, checkpoint, engine, evaluator, trainer
 from mlrun.recipe import load_recipe
 from mlrun.runs import RunFolder
 
@@ -293,7 +293,7 @@ def test_two_ranks_share_one_split_and_report_the_single_process_figures(registr
     extra = {"metrics": [{"name": "accuracy"}, {"name": "balanced_accuracy"}]}
     alone = recipe_for(registry, tmp_path, *VAL, extra=extra)
     built = build.build(alone)
-    assert dist["rank_val_split_sha256"][0] == engine._split_digest(built.val_indices)
+    assert dist["rank_val_split_sha256"][0] == checkpoint.split_digest(built.val_indices)
     built.model.load_state_dict(weights(folder / "model.pt"))
     precision = trainer.Precision("32", built.device)
     plan = trainer.batches.plan(alone)

@@ -260,7 +260,7 @@ def test_the_guide_builds_a_working_plugin(tmp_path: Path, plugin_venv: Path, id
     assert sorted((e["kind"], e["name"]) for e in listed) == sorted([
         ("dataset", "acme_fashion_subset"), ("transform", "acme_random_erasing"), ("model", "acme_lenet5"),
         ("criterion", "acme_poly1"), ("optimizer", "acme_adamw"), ("scheduler", "acme_warmup_cosine"),
-        ("metric", "acme_brier"),
+        ("metric", "acme_brier"), ("callback", "acme_jsonl"),
     ])  # fmt: skip
     assert {e["plugin"] for e in listed} == {f"{DIST}=={VERSION}"}
     fields = {e["name"]: e for e in listed}
@@ -278,6 +278,9 @@ def test_the_guide_builds_a_working_plugin(tmp_path: Path, plugin_venv: Path, id
     assert "data path: memory" in memory and "data path: loader" in loader
     # the recipe holds out a validation split and keeps the epoch with the lowest Brier score
     assert "val_acme_brier" in memory and "with best.pt (epoch" in memory.splitlines()[-1]
+    # the acme_jsonl callback wrote one line per epoch, the figures of metrics.csv
+    lines = (package / run_folder(memory) / "acme.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2] and "val_acme_brier" in lines[0]
     # random erasing included, both paths train alike: the same epoch lines and the same weights, bit for bit
     assert len(epoch_lines(memory)) == 2 and epoch_lines(memory) == epoch_lines(loader)
     weights = [torch.load(package / run_folder(out) / "model.pt", weights_only=True) for out in (memory, loader)]

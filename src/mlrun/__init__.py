@@ -17,7 +17,18 @@ project, which also installs a Python package and a command called ``mlrun``.
 from importlib import metadata as _metadata
 from typing import Any as _Any
 
-from mlrun.components import Component, Criterion, Dataset, Metric, Model, Optimizer, OutputKind, Scheduler, Transform
+from mlrun.components import (
+    Callback,
+    Component,
+    Criterion,
+    Dataset,
+    Metric,
+    Model,
+    Optimizer,
+    OutputKind,
+    Scheduler,
+    Transform,
+)
 from mlrun.hookspecs import hookimpl, hookspec
 
 #: This framework's distribution name on the package index (the import name stays ``mlrun``).
@@ -88,6 +99,7 @@ def __getattr__(name: str) -> _Any:
 
 
 __all__ = [
+    "Callback",
     "Component",
     "Criterion",
     "Dataset",

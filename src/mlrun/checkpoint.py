@@ -9,6 +9,7 @@ into it training got). Only tensors and plain containers are stored, so
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 import re
@@ -138,3 +139,19 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path} is not an mlrun checkpoint (format {FORMAT} expected)")
     return data
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A fingerprint of every weight, to prove all ranks ended with the same model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def split_digest(indices: torch.Tensor | None) -> str:
+    """A fingerprint of the validation indices (empty without a validation split)."""
+    if indices is None:
+        return ""
+    return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()

@@ -230,8 +230,42 @@ class Metric(Component):
     optional_injected: ClassVar[frozenset[str]] = frozenset({"num_classes"})
 
 
+#: What the engine does when a callback raises: fail the run, or (loggers only) warn once and go on.
+OnError = Literal["fail", "warn"]
+ON_ERRORS: tuple[str, ...] = get_args(OnError)
+
+
+@dataclass(frozen=True)
+class Callback(Component):
+    """A callback: an object whose events the engine calls during training (see :mod:`mlrun.callbacks`).
+
+    Its factory takes only recipe parameters and returns an object implementing any of
+    the events of :class:`mlrun.callbacks.CallbackProtocol`, and optionally
+    ``state_dict()``/``load_state_dict()`` (saved in every checkpoint).
+
+    ``logger`` marks a callback that only records (TensorBoard, MLflow): under DDP only
+    rank 0 runs it, and it may say ``on_error="warn"``: an event that raises then warns
+    once and training goes on (the warning is recorded in ``run.json``). Any other
+    callback that raises fails the run. A callback that is not a logger runs on rank 0
+    only, unless ``all_ranks`` is set (a callback that changes what every rank computes,
+    like ``ema``, must run everywhere).
+    """
+
+    logger: bool = False
+    on_error: OnError = "fail"
+    all_ranks: bool = False
+
+    kind: ClassVar[str] = "callback"
+    hook: ClassVar[str] = "register_callbacks"
+    section: ClassVar[str] = "callbacks"
+    many: ClassVar[bool] = True
+    required: ClassVar[bool] = False
+
+
 #: The built-in kinds, in the order of the classic recipe. Plugins may declare more.
-BUILTIN_KINDS: tuple[type[Component], ...] = (Dataset, Transform, Model, Criterion, Optimizer, Scheduler, Metric)
+BUILTIN_KINDS: tuple[type[Component], ...] = (
+    Dataset, Transform, Model, Criterion, Optimizer, Scheduler, Metric, Callback,
+)  # fmt: skip
 KINDS: dict[str, type[Component]] = {cls.kind: cls for cls in BUILTIN_KINDS}
 
 #: Recipe sections that no kind may claim.

@@ -17,7 +17,9 @@ from typing import Any
 from mlrun.components import (
     INTERVALS,
     NAME_PATTERN,
+    ON_ERRORS,
     OUTPUT_KINDS,
+    Callback,
     Component,
     Criterion,
     Dataset,
@@ -166,6 +168,23 @@ def _scheduler(component: Any, params: dict[str, Parameter]) -> list[str]:
     return problems
 
 
+def _callback(component: Any, params: dict[str, Parameter]) -> list[str]:
+    problems = _bool_problems("logger", component.logger) + _bool_problems("all_ranks", component.all_ranks)
+    on_error = component.on_error
+    if on_error not in ON_ERRORS:
+        problems.append(
+            f"on_error must be 'fail' or 'warn', got {_shown(on_error)}{did_you_mean(str(on_error), ON_ERRORS)}"
+        )
+    elif on_error == "warn" and component.logger is not True:
+        problems.append(
+            "on_error='warn' is only for loggers (logger=True): a callback that changes training "
+            "must fail the run when it breaks, or the run would silently differ"
+        )
+    if component.logger is True and component.all_ranks is True:
+        problems.append("a logger runs on rank 0 only: all_ranks=True needs logger=False")
+    return problems
+
+
 KIND_CHECKS: tuple[tuple[type[Component], Callable[[Any, dict[str, Parameter]], list[str]]], ...] = (
     (Dataset, _dataset),
     (Transform, _transform),
@@ -173,6 +192,7 @@ KIND_CHECKS: tuple[tuple[type[Component], Callable[[Any, dict[str, Parameter]], 
     (Criterion, _criterion),
     (Scheduler, _scheduler),
     (Metric, metric_problems),
+    (Callback, _callback),
 )
 
 

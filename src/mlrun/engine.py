@@ -8,7 +8,6 @@ the run folder (:mod:`mlrun.runs`), then the training loop (:mod:`mlrun.trainer`
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import subprocess
@@ -148,6 +147,7 @@ def _start_status(
             "global_batch_size": settings.batch_size * group.world_size,
         }  # fmt: skip
     status.error, status.finished, status.warnings = None, None, []  # left from the run's last attempt
+    status.extra.pop("callback_warnings", None)
     folder.write_status(status)
     return status
 
@@ -201,9 +201,13 @@ def _train(
             stop.finishing = True
             if group is not None:
                 _check_ranks_agree(trainer, status, group)
-            if main:
-                folder.save_weights(trainer.built.model.state_dict())
-            result.test = final_test.final_test(trainer)  # every rank: the evaluation is sharded
+            with trainer.callbacks.evaluation_weights():  # ema's, when it is asked to give the weights
+                if main:
+                    folder.save_weights(trainer.built.model.state_dict())
+                result.test = final_test.final_test(trainer)  # every rank: the evaluation is sharded
+            if main:  # drawn before on_fit_end, so that loggers can upload it
+                _plot_after_weights(folder, echo)
+            _end_callbacks(trainer, status, None)
             if main:
                 status.status, status.finished = "completed", _now()
                 scalar_test = {
@@ -215,12 +219,10 @@ def _train(
                 status.warnings = list(trainer.warnings)
                 folder.write_status(status)
                 completed = True  # from here on, nothing can make this run anything but complete
-                _plot_metrics(folder, echo)
     except KeyboardInterrupt:
         if not completed:
             _record_failure(trainer, folder, status, KeyboardInterrupt(), echo, main=main)
             raise
-        echo(f"warning: interrupted while drawing {folder.path / 'metrics.png'}; the run is complete")
     except BaseException as exc:
         if completed:
             raise
@@ -243,9 +245,9 @@ def _train(
 
 def _check_ranks_agree(trainer: Trainer, status: RunStatus, group: distributed.Group) -> None:
     """Record (on rank 0) each rank's weights and validation split digests: they must all be equal."""
-    digests = group.gather(_weights_digest(trainer.built.model))
+    digests = group.gather(checkpoint.weights_digest(trainer.built.model))
     # Every rank computed the validation split itself: the same indices, or the figures lie.
-    splits = group.gather(_split_digest(trainer.built.val_indices))
+    splits = group.gather(checkpoint.split_digest(trainer.built.val_indices))
     if group.is_main and status.distributed is not None:
         status.distributed.update(rank_weights_sha256=digests, ranks_in_sync=len(set(digests)) == 1)
         if trainer.built.val_indices is not None:
@@ -256,6 +258,9 @@ def _record_failure(
     trainer: Trainer, folder: RunFolder, status: RunStatus, exc: BaseException, echo: Echo, *, main: bool
 ) -> None:
     """Mark the run interrupted or failed in run.json, keeping the steps and the plot so far."""
+    if main and trainer.position.metrics:  # drawn before on_fit_end, so that loggers can upload it
+        _plot_metrics(folder, echo)
+    _end_callbacks(trainer, status, exc)
     if not main:
         return
     interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
@@ -265,8 +270,21 @@ def _record_failure(
     _write_status_after_failure(folder, status)
     with contextlib.suppress(MlrunError):  # the steps up to the failure, NaN step included
         folder.write_step_losses(trainer.position.step_losses)
-    if trainer.position.metrics:
+
+
+def _plot_after_weights(folder: RunFolder, echo: Echo) -> None:
+    """Draw metrics.png once the weights are saved: an interrupt now costs the plot, not the run."""
+    try:
         _plot_metrics(folder, echo)
+    except KeyboardInterrupt:
+        echo(f"warning: interrupted while drawing {folder.path / 'metrics.png'}; the run is complete")
+
+
+def _end_callbacks(trainer: Trainer, status: RunStatus, exc: BaseException | None) -> None:
+    """``on_fit_end`` (once, however the run ends); a warned logger's errors go to run.json."""
+    warned = trainer.callbacks.end(trainer.selection, exc)
+    if warned:
+        status.extra["callback_warnings"] = warned
 
 
 def _silent(line: str) -> None:
@@ -305,22 +323,6 @@ def _elastic_resume_folder(output_dir: str, group: distributed.Group) -> RunFold
                 found = str(candidate)
     found = group.broadcast(found)
     return RunFolder(Path(found)) if found else None
-
-
-def _weights_digest(model: torch.nn.Module) -> str:
-    """A fingerprint of every weight, to prove all ranks ended with the same model."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _split_digest(indices: torch.Tensor | None) -> str:
-    """A fingerprint of the validation indices (empty without a validation split)."""
-    if indices is None:
-        return ""
-    return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
 def _now() -> str:

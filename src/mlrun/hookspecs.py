@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from mlrun.components import Component, Criterion, Dataset, Metric, Model, Optimizer, Scheduler, Transform
+    from mlrun.components import Callback, Component, Criterion, Dataset, Metric, Model, Optimizer, Scheduler, Transform
 
 PROJECT_NAME = "mlrun"
 
@@ -96,6 +96,19 @@ def register_metrics() -> list[Metric]:
     ``reset()`` starts again. Each metric declares whether higher is better, what it
     needs from the model output (any class scores, or probabilities) and whether its
     figure is one number (only those are printed each epoch and can be monitored).
+    """
+
+
+@hookspec
+def register_callbacks() -> list[Callback]:
+    """Return the callbacks this plugin provides.
+
+    A callback factory takes only recipe parameters and returns an object with any of
+    the events of :class:`mlrun.callbacks.CallbackProtocol` (``on_fit_start``,
+    ``on_step_end``, ``on_evaluate_end``, ``on_epoch_end``, ``on_fit_end``) and, if it
+    has state that a resumed run needs, ``state_dict()``/``load_state_dict()``. Each
+    callback declares whether it is a logger (rank 0 only; may warn instead of failing
+    the run) and whether it runs on every rank.
     """
 
 

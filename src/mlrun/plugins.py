@@ -59,6 +59,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mlrun.builtins.optimizers",
     "mlrun.builtins.schedulers",
     "mlrun.builtins.metrics",
+    "mlrun.builtins.callbacks",
 )
 
 

@@ -120,6 +120,11 @@ class Recipe:
         return self.many("metric")
 
     @property
+    def callbacks(self) -> list[ComponentSpec]:
+        """The callbacks, in recipe order (none unless the recipe names them)."""
+        return self.many("callback")
+
+    @property
     def scheduler(self) -> ComponentSpec | None:
         """The learning-rate scheduler, if the recipe has a ``[scheduler]`` section."""
         spec = self.components.get("scheduler")

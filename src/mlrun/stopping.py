@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mlrun.errors import MlrunError
@@ -66,3 +67,20 @@ class StopRequests:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def non_finite_advice(run_dir: Path, lr: float) -> list[str]:
+    """What to do after a NaN: resume from the checkpoint if there is one, else start again."""
+    from mlrun.checkpoint import CHECKPOINT_FILE  # torch: only once a loss broke
+
+    smaller = f"optimizer.lr={lr / 10:g}"
+    path = run_dir / CHECKPOINT_FILE
+    if path.is_file():
+        return [
+            f"the last good checkpoint is kept: {path}",
+            f"resume it with a smaller learning rate: mlrun resume {run_dir} {smaller} --force",
+        ]
+    return [
+        "no checkpoint was written yet: the loss broke before the first one",
+        f"start again with a smaller learning rate: mlrun {run_dir / 'recipe.toml'} {smaller}",
+    ]

@@ -20,6 +20,7 @@ import torch
 from mlrun import batches, checkpoint, distributed, trainer_state
 from mlrun import resume as resume_policy
 from mlrun.build import Built
+from mlrun.callback_runner import Callbacks, run_info
 from mlrun.errors import MlrunError
 from mlrun.evaluator import Evaluator, evaluate
 from mlrun.metrics import Value
@@ -29,7 +30,7 @@ from mlrun.runs import RunFolder
 from mlrun.selection import Selection
 from mlrun.settings import resolve_threads
 from mlrun.splits import shard
-from mlrun.stopping import Interrupted, NonFiniteLoss, StopRequests
+from mlrun.stopping import Interrupted, NonFiniteLoss, StopRequests, non_finite_advice
 from mlrun.trainer_state import Position
 
 Echo = Callable[[str], None]
@@ -88,6 +89,7 @@ class Trainer:
         #: five steps (the same operations the general path runs for these settings).
         s = self.settings
         self.plain_steps = s.precision == "32" and group is None and s.accumulate_steps == 1 and not s.clip_grad_norm
+        self.callbacks = Callbacks.build(recipe, run_info(recipe, folder.path, built, group))
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -136,7 +138,8 @@ class Trainer:
             torch.set_num_threads(previous)
 
     def _fit(self, stop: StopRequests) -> list[dict[str, Any]]:
-        p = self.position
+        p, callbacks = self.position, self.callbacks
+        callbacks.fire("on_fit_start")
         while p.epoch <= self.settings.epochs and self.selection.stopped_at is None:
             if p.indices is None:  # a fresh epoch (a resumed one keeps its order and running loss)
                 order = self.order.next_epoch()
@@ -146,15 +149,18 @@ class Trainer:
             started = time.perf_counter()
             self._train_epoch(stop)
             train_loss = self._train_loss()
-            figures = self.last_figures = self.evaluate(self.eval_split)
-            self._record_epoch(train_loss, figures, time.perf_counter() - started)
-            self.built.schedule.after_epoch(self._named(figures))
-            self._select(p.metrics[-1])
+            with callbacks.evaluation_weights():  # ema's averaged weights, when it is asked to evaluate with them
+                figures = self.last_figures = self.evaluate(self.eval_split)
+                self._record_epoch(train_loss, figures, time.perf_counter() - started)
+                callbacks.evaluate_end(p.metrics[-1])
+                self.built.schedule.after_epoch(self._named(figures))
+                self._select(p.metrics[-1])
             self._watch_loss(train_loss)
             p.epoch, p.step, p.indices = p.epoch + 1, 0, None
             if self.writes:
                 self.folder.write_metrics(p.metrics)
                 self.folder.write_step_losses(p.step_losses)
+            callbacks.epoch_end(p.metrics[-1])
             self.save_checkpoint()
         return p.metrics
 
@@ -219,6 +225,7 @@ class Trainer:
         self.forward_model.train()
         # Looked up once per epoch, not per step: on a ~1 ms step every lookup shows.
         step, count_step = self._step, self._count_step
+        step_end = self.callbacks.step_end if self.callbacks.wants("on_step_end") else None
         window, every = settings.accumulate_steps, settings.checkpoint_every_steps
         try:
             for inputs, labels in self.train_source.epoch(remaining):
@@ -226,6 +233,8 @@ class Trainer:
                 ends_window = window == 1 or (p.step + 1) % window == 0 or p.step + 1 == batches
                 value, stopping = step(inputs, labels, stop, ends_window=ends_window)
                 count_step(value, len(labels))
+                if step_end is not None:
+                    step_end(p.epoch, p.step, p.global_step, value, self.step_lr, self.grad_norm)
                 if bar is not None:
                     bar.update(1)
                 if every and p.global_step % every == 0:
@@ -271,7 +280,7 @@ class Trainer:
             raise NonFiniteLoss(
                 f"non-finite loss at epoch {p.epoch}, step {p.step + 1} (loss = {value}); "
                 "training stopped before the weights were updated",
-                problems=self._non_finite_advice(),
+                problems=non_finite_advice(self.folder.path, self.built.optimizer.param_groups[0]["lr"]),
             )
         self.step_lr = float(built.optimizer.param_groups[0]["lr"])
         self.grad_norm = math.nan
@@ -302,20 +311,6 @@ class Trainer:
         p.loss_sum += value * samples
         p.sample_count += samples
         p.step_losses.append((p.epoch, p.step, value, self.step_lr, self.grad_norm))
-
-    def _non_finite_advice(self) -> list[str]:
-        """What to do after a NaN: resume from the checkpoint if there is one, else start again."""
-        smaller = f"optimizer.lr={self.built.optimizer.param_groups[0]['lr'] / 10:g}"
-        path = self.folder.path / checkpoint.CHECKPOINT_FILE
-        if path.is_file():
-            return [
-                f"the last good checkpoint is kept: {path}",
-                f"resume it with a smaller learning rate: mlrun resume {self.folder.path} {smaller} --force",
-            ]
-        return [
-            "no checkpoint was written yet: the loss broke before the first one",
-            f"start again with a smaller learning rate: mlrun {self.folder.path / 'recipe.toml'} {smaller}",
-        ]
 
     def _watch_loss(self, train_loss: float) -> None:
         """Warn once when the loss has exploded: the run 'completes' but has learned nothing."""

@@ -76,6 +76,8 @@ def capture(self: Trainer) -> dict[str, Any]:
         "grad_scaler": self.precision.state_dict(),
         # The best figure so far, its epoch and the patience counter: a resumed run stops where this one would.
         "selection": self.selection.state_dict(),
+        # Each callback's state (ema's averaged weights...): a resumed run continues it exactly.
+        "callbacks": self.callbacks.state_dict(),
     }
 
 
@@ -118,6 +120,7 @@ def restore(self: Trainer, state: dict[str, Any], changed: Sequence[str] = ()) -
             param.grad = None if grad is None else grad.to(param.device)
     self.precision.load_state_dict(state.get("grad_scaler"))
     self.selection.load_state_dict(state.get("selection"))
+    self.callbacks.load_state_dict(state.get("callbacks"))
     shares = state.get("loss_shares")
     if shares is not None and len(shares) == state.get("world_size", 1):
         loss_sum, count = shares[self.group.rank if self.group is not None else 0].tolist()

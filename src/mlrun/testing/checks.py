@@ -34,6 +34,7 @@ import torch
 from mlrun.components import OUTPUT_KINDS, Component
 from mlrun.errors import MlrunError
 from mlrun.params import parameters
+from mlrun.testing.callback_checks import check_callback  # noqa: F401 - found by behaviour_of, by kind
 from mlrun.testing.support import Context, as_tensor, to_pil
 
 Behaviour = Callable[[Component, dict[str, Any], Context], None]
@@ -46,7 +47,7 @@ def behaviour_of(component: Component) -> tuple[str, Behaviour] | None:
     if component.kind == "transform":
         return ("batch", check_transform) if getattr(component, "batch", None) is not None else None
     found = {"model": "output", "criterion": "loss", "dataset": "samples", "optimizer": "step", "scheduler": "step",
-             "metric": "sums"}  # fmt: skip
+             "metric": "sums", "callback": "events"}  # fmt: skip
     name = found.get(component.kind)
     return (name, globals()[f"check_{component.kind}"]) if name else None
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +132,41 @@ batch_size = 32
 def small_recipe(tmp_path: Path, idx_root: Path) -> Path:
     """The Summary recipe pointed at the small generated data, 2 epochs."""
     return write_recipe(tmp_path / "small.toml", SMALL_RECIPE.format(root=idx_root))
+
+
+@contextlib.contextmanager
+def interrupted_at(owner: Any, name: str, call: int, *, counts: Callable[[], bool] = lambda: True) -> Iterator[None]:
+    """Raise KeyboardInterrupt (an abrupt Ctrl-C) at the ``call``-th call of ``owner.name``.
+
+    Only calls for which ``counts()`` holds are counted (e.g. ``torch.is_grad_enabled`` for
+    training losses, not evaluation ones). The original is back when the block ends.
+    """
+    real, seen = getattr(owner, name), {"calls": 0}
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        if counts():
+            seen["calls"] += 1
+            if seen["calls"] == call:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    setattr(owner, name, counting)
+    try:
+        yield
+    finally:
+        setattr(owner, name, real)
+
+
+def wait_for_checkpoint(process: subprocess.Popen[str]) -> Path:
+    """The run folder under ./runs once its first checkpoint exists (the process must still run)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = list(Path("runs").glob("*/checkpoint.pt"))
+        if found:
+            return found[0].parent
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    raise AssertionError("no checkpoint appeared")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

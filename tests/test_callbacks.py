@@ -21,7 +21,7 @@ from mlrun.descriptor_checks import descriptor_problems
 from mlrun.recipe import load_recipe
 from mlrun.runs import RunFolder
 
-from conftest import QUIET, RECIPES, run_cli
+from conftest import QUIET, RECIPES, interrupted_at, run_cli, wait_for_checkpoint
 from plugin_fakes import install_fake
 
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=400", "train.batch_size=32", "train.threads=1"]
@@ -181,19 +181,9 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 def test_resume_with_ema_and_tensorboard_is_bitwise(registry: Any, tmp_path: Path, monkeypatch) -> None:
     overrides = [*SYNTHETIC, "train.epochs=3", TRACKED]
     expected = run_summary(registry, *overrides, f"train.output_dir={tmp_path / 'reference'}")
-    calls = {"n": 0}
-    real_evaluate = evaluator.evaluate_sums
-
-    def dies_in_second_epoch(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:  # epoch 2 trained, not yet checkpointed: an abrupt stop
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(evaluator, "evaluate_sums", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    # epoch 2 trained, not yet checkpointed: an abrupt stop
+    with interrupted_at(evaluator, "evaluate_sums", 2), pytest.raises(KeyboardInterrupt):
         run_summary(registry, *overrides)
-    monkeypatch.setattr(evaluator, "evaluate_sums", real_evaluate)
     (folder,) = Path("runs").iterdir()
     saved = checkpoint.load(folder / "checkpoint.pt")
     assert saved["epoch"] == 2 and saved["callbacks"]["1.ema"]["updates"] == 13
@@ -272,7 +262,7 @@ def test_kill_9_then_resume_with_ema_and_tensorboard_gives_the_same_weights(regi
     for _attempt in range(5):
         process = subprocess.Popen([sys.executable, "-m", "mlrun", str(RECIPES / "summary.toml"), *overrides],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        folder = _wait_for_checkpoint(process)
+        folder = wait_for_checkpoint(process)
         time.sleep(rng.uniform(0.0, 1.0))
         process.send_signal(signal.SIGKILL)
         process.communicate()
@@ -288,17 +278,6 @@ def test_kill_9_then_resume_with_ema_and_tensorboard_gives_the_same_weights(regi
     )
     assert_same(ema_weights(folder), ema_weights(expected))
     assert tensorboard_scalars(folder) == tensorboard_scalars(expected)
-
-
-def _wait_for_checkpoint(process: subprocess.Popen[str]) -> Path:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = list(Path("runs").glob("*/checkpoint.pt"))
-        if found:
-            return found[0].parent
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.01)
-    raise AssertionError("no checkpoint appeared")
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from mlrun import checkpoint, engine
 from mlrun.recipe import load_recipe
 from mlrun.runs import RunFolder
 
-from conftest import QUIET, RECIPES, run_cli
+from conftest import QUIET, RECIPES, interrupted_at, run_cli
 
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=320", "train.batch_size=32"]  # 10 batches per epoch
 
@@ -74,19 +74,9 @@ def test_a_run_stopped_inside_an_accumulation_window_resumes_bitwise(registry, t
     ]  # fmt: skip
     reference = train(registry, *overrides, output=str(tmp_path / "reference"))
 
-    real_nll, calls = F.nll_loss, {"n": 0}
-
-    def dies_at_batch_26(*args, **kwargs):  # the last checkpoint (batch 24: epoch 3, batch 4) is inside a window
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] == 26:
-                raise KeyboardInterrupt
-        return real_nll(*args, **kwargs)
-
-    monkeypatch.setattr(F, "nll_loss", dies_at_batch_26)
-    with pytest.raises(KeyboardInterrupt):
+    # batch 26: the last checkpoint (batch 24: epoch 3, batch 4) is inside a window
+    with interrupted_at(F, "nll_loss", 26, counts=torch.is_grad_enabled), pytest.raises(KeyboardInterrupt):
         train(registry, *overrides)
-    monkeypatch.setattr(F, "nll_loss", real_nll)
     (folder,) = Path("runs").iterdir()
     saved = checkpoint.load(folder / "checkpoint.pt")
     assert saved["global_step"] == 24 and saved["window_grads"] is not None  # mid-window, with its gradients

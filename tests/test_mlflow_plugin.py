@@ -31,7 +31,7 @@ from mlrun.errors import MlrunError
 from mlrun.recipe import load_recipe
 from mlrun.runs import RunFolder
 
-from conftest import QUIET, RECIPES, REPO, pip_install_editable, run_cli
+from conftest import QUIET, RECIPES, REPO, interrupted_at, pip_install_editable, run_cli
 
 if TYPE_CHECKING:
     from mlrun.registry import Registry
@@ -213,19 +213,9 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_run(plugin, store: str, tmp_pa
     overrides = ["train.epochs=3", "train.checkpoint_every_steps=4", logged]
     reference = train(plugin, *overrides, f"train.output_dir={tmp_path / 'reference'}").folder.path
 
-    real_nll, calls = F.nll_loss, {"n": 0}
-
-    def dies_at_batch_26(*args, **kwargs):  # the last checkpoint is at batch 24 (epoch 3, batch 4)
-        if F.torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] == 26:
-                raise KeyboardInterrupt
-        return real_nll(*args, **kwargs)
-
-    monkeypatch.setattr(F, "nll_loss", dies_at_batch_26)
-    with pytest.raises(KeyboardInterrupt):
+    # batch 26: the last checkpoint is at batch 24 (epoch 3, batch 4)
+    with interrupted_at(F, "nll_loss", 26, counts=F.torch.is_grad_enabled), pytest.raises(KeyboardInterrupt):
         train(plugin, *overrides)
-    monkeypatch.setattr(F, "nll_loss", real_nll)
     (folder,) = Path("runs").iterdir()
     interrupted = run_id_of(folder)
     assert client(store).get_run(interrupted).info.status == "KILLED"

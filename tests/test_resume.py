@@ -22,7 +22,7 @@ from mlrun.recipe import ComponentSpec, load_recipe
 from mlrun.runs import RunFolder
 from mlrun.stopping import NonFiniteLoss
 
-from conftest import QUIET
+from conftest import QUIET, interrupted_at, wait_for_checkpoint
 
 LONG = ["train.epochs=40", "train.checkpoint_every_steps=7"]
 
@@ -52,19 +52,9 @@ def test_resume_after_an_epoch_is_bitwise_identical(registry, small_recipe: Path
     overrides = ["train.epochs=3"]
     expected = reference(registry, small_recipe, tmp_path, overrides)
 
-    calls = {"n": 0}
-    real_evaluate = evaluator.evaluate_sums
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # epoch 2 trained, not yet checkpointed: an abrupt stop
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(evaluator, "evaluate_sums", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    # epoch 2 trained, not yet checkpointed: an abrupt stop
+    with interrupted_at(evaluator, "evaluate_sums", 2), pytest.raises(KeyboardInterrupt):
         engine.run(load_recipe(small_recipe, registry, overrides), **QUIET)
-    monkeypatch.setattr(evaluator, "evaluate_sums", real_evaluate)
     (folder,) = Path("runs").iterdir()
     assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
     assert checkpoint.load(folder / "checkpoint.pt")["epoch"] == 2  # epoch 1 done
@@ -78,17 +68,6 @@ def start(small_recipe: Path, *extra: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "mlrun", str(small_recipe), *LONG, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-
-
-def wait_for_checkpoint(process: subprocess.Popen[str]) -> Path:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = list(Path("runs").glob("*/checkpoint.pt"))
-        if found:
-            return found[0].parent
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.01)
-    raise AssertionError("no checkpoint appeared")
 
 
 @pytest.mark.slow

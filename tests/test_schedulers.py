@@ -13,7 +13,7 @@ from mlrun.build import build
 from mlrun.recipe import load_recipe
 from mlrun.schedule import steps_per_epoch
 
-from conftest import RECIPES, run_cli
+from conftest import RECIPES, interrupted_at, run_cli
 
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=320", "train.batch_size=32"]  # 10 steps per epoch
 EPOCHS = 6
@@ -135,19 +135,9 @@ def test_a_run_stopped_mid_epoch_and_resumed_matches_an_uninterrupted_one(
         load_recipe(RECIPES / "summary.toml", registry, [*overrides, f"train.output_dir={tmp_path / 'ref'}"]), **quiet
     )
 
-    real_nll, calls = F.nll_loss, {"n": 0}
-
-    def dies_at_step_25(*args, **kwargs):  # mid-epoch 3, four steps after the checkpoint at step 21
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] == 25:
-                raise KeyboardInterrupt
-        return real_nll(*args, **kwargs)
-
-    monkeypatch.setattr(F, "nll_loss", dies_at_step_25)
-    with pytest.raises(KeyboardInterrupt):
+    # step 25: mid-epoch 3, four steps after the checkpoint at step 21
+    with interrupted_at(F, "nll_loss", 25, counts=torch.is_grad_enabled), pytest.raises(KeyboardInterrupt):
         engine.run(load_recipe(RECIPES / "summary.toml", registry, overrides), **quiet)
-    monkeypatch.setattr(F, "nll_loss", real_nll)
     (folder,) = Path("runs").iterdir()  # the test runs in its own folder
     resumed = engine.run(load_recipe(folder / "recipe.toml", registry), resume=RunFolder(folder), **quiet)
     a = torch.load(reference.folder.path / "model.pt", weights_only=True)

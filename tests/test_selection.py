@@ -20,7 +20,7 @@ from mlrun import build, checkpoint, engine, evaluator, trainer
 from mlrun.recipe import load_recipe
 from mlrun.runs import RunFolder
 
-from conftest import QUIET, RECIPES, run_cli
+from conftest import QUIET, RECIPES, interrupted_at, run_cli
 
 SYNTHETIC = ["dataset.name=synthetic", "dataset.size=400", "train.batch_size=32", "train.threads=1"]
 VAL = ["train.val_fraction=0.2"]
@@ -181,19 +181,9 @@ def test_early_stopping_completes_the_run_and_says_why(registry, tmp_path: Path)
 
 def test_a_resumed_run_stops_at_the_same_epoch(registry, tmp_path: Path, monkeypatch) -> None:
     expected = train(registry, tmp_path / "whole", *EARLY)
-    calls = {"n": 0}
-    real = evaluator.evaluate_sums
-
-    def dies_in_the_third_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # epoch 3 trained, not checkpointed: an abrupt stop
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(evaluator, "evaluate_sums", dies_in_the_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    # epoch 3 trained, not checkpointed: an abrupt stop
+    with interrupted_at(evaluator, "evaluate_sums", 3), pytest.raises(KeyboardInterrupt):
         train(registry, tmp_path / "cut", *EARLY)
-    monkeypatch.setattr(evaluator, "evaluate_sums", real)
     (folder,) = (tmp_path / "cut" / "runs").iterdir()
     engine.run(load_recipe(folder / "recipe.toml", registry), resume=RunFolder(folder), **QUIET)
     assert rows(folder) == rows(expected) and status(folder)["selection"] == status(expected)["selection"]

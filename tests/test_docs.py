@@ -44,7 +44,7 @@ COMMANDS = [(path.name, command) for path in DOCS for command in shell_commands(
 RUN_PLACEHOLDER = "runs/summary-20261130-131159"  # the run folder the docs' examples name
 
 
-NOT_TRAINING = ("list", "check", "plugins", "resume", "predict", "evaluate", "runs", "new")
+NOT_TRAINING = ("list", "check", "plugins", "resume", "predict", "evaluate", "runs", "new", "schema")
 
 
 def is_training(command: str) -> bool:

@@ -26,12 +26,14 @@ from mlrun.recipe_checks import (
     selection_problems,
     wants_pairing_check,
 )
-from mlrun.recipe_file import apply_overrides, merge, parse_override, read_recipe_file
+from mlrun.recipe_extends import read_recipe
 from mlrun.registry import QUALIFIED, Entry, LookupProblem, Registry
 from mlrun.settings import TrainSettings, run_name_from
 
 #: The section of the training settings; every other section belongs to a component kind.
 TRAIN_SECTION = "train"
+#: Read by ``mlrun sweep`` (mlrun.sweep.space); a run ignores it.
+SWEEP_SECTION = "sweep"
 
 
 def transforms_for(specs: Sequence[ComponentSpec], *, train: bool) -> list[ComponentSpec]:
@@ -161,6 +163,8 @@ class _Problems:
 
     path: Path
     origins: dict[tuple[str, ...], str]
+    #: The file each key came from, for recipes that extend others (mlrun.recipe_extends).
+    sources: Mapping[tuple[str, ...], str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     #: Components whose name resolved though their parameters did not, by recipe key:
     #: cross-component checks still run on them, so every problem is reported at once.
@@ -173,6 +177,9 @@ class _Problems:
             if parts[:n] in self.origins:
                 source = f"override '{self.origins[parts[:n]]}'"
                 break
+            if parts[:n] in self.sources:
+                source = self.sources[parts[:n]]
+                break
         self.lines.append(f"{source}: {key}: {message}" if key else f"{source}: {message}")
 
 
@@ -182,13 +189,10 @@ def load_recipe(
     overrides: Sequence[str] = (),
     extra_data: Mapping[str, Any] | None = None,
 ) -> Recipe:
-    """Read, override, validate and resolve a recipe. Raises :class:`UsageError` listing every problem."""
+    """Read (with the files it extends), override, validate and resolve a recipe; raises :class:`UsageError`."""
     path = Path(path)
-    data = read_recipe_file(path)
-    if extra_data:
-        merge(data, extra_data)
-    origins = apply_overrides(data, [parse_override(o) for o in overrides])
-    return validate_recipe(data, registry, path=path, origins=origins)
+    data, origins, sources = read_recipe(path, overrides, extra_data)
+    return validate_recipe(data, registry, path=path, origins=origins, sources=sources)
 
 
 def validate_recipe(
@@ -197,10 +201,14 @@ def validate_recipe(
     *,
     path: Path,
     origins: dict[tuple[str, ...], str] | None = None,
+    sources: Mapping[tuple[str, ...], str] | None = None,
 ) -> Recipe:
-    """Validate parsed recipe data; raises :class:`UsageError` with every problem found."""
-    problems = _Problems(path, origins or {})
-    sections = [cls.section for cls in registry.kinds.values()] + [TRAIN_SECTION]
+    """Validate parsed recipe data; raises :class:`UsageError` with every problem found.
+
+    ``origins``: key paths set by overrides (their text); ``sources``: the file each key came from.
+    """
+    problems = _Problems(path, origins or {}, sources or {})
+    sections = [cls.section for cls in registry.kinds.values()] + [TRAIN_SECTION, SWEEP_SECTION]
     for key in data:
         if key not in sections:
             problems.add(key, f"unknown section{did_you_mean(key, sections)} (sections: {', '.join(sections)})")

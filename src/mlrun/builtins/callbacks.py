@@ -198,6 +198,18 @@ def ema(
     return EMA(decay, warmup_steps, use_for_evaluation)
 
 
+def sweep_trial(trial: Annotated[int, Ge(0)] = 0) -> Any:
+    """Report a sweep trial's objective per epoch to its study (``mlrun sweep`` adds it to each trial)."""
+    from mlrun.sweep.callback import TrialReporter
+
+    return TrialReporter(trial)
+
+
+def _optuna_missing(params: Mapping[str, Any]) -> None:
+    if importlib.util.find_spec("optuna") is None:
+        raise ValueError("the sweep_trial callback needs Optuna: pip install 'torch-mlrun[sweep]'")
+
+
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
@@ -224,5 +236,11 @@ def register_callbacks() -> list[Callback]:
         ),
         Callback(
             "ema", ema, "exponential moving average of the weights (ema.pt; optionally evaluated)", all_ranks=True
+        ),
+        Callback(
+            "sweep_trial",
+            sweep_trial,
+            "mlrun sweep's own: reports each epoch's objective, stops a pruned trial",
+            validate=_optuna_missing,
         ),
     ]

@@ -11,13 +11,15 @@ Exit codes: 0 success, 1 a failure during training, 2 bad input (nothing written
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
-from mlrun.cli import check, evaluate, launch, listing, new, plugins, predict, resume, run, runs
+from mlrun.cli import check, evaluate, launch, listing, new, plugins, predict, resume, run, runs, schema
+from mlrun.cli import sweep as sweep_command
 from mlrun.cli.output import rank_prefix, silence_stdout
 from mlrun.errors import EXIT_BAD_INPUT, EXIT_FAILURE, MlrunError
 
@@ -28,10 +30,12 @@ COMMANDS: dict[str, ModuleType] = {
     "resume": resume,
     "predict": predict,
     "evaluate": evaluate,
+    "sweep": sweep_command,
     "runs": runs,
     "list": listing,
     "plugins": plugins,
     "new": new,
+    "schema": schema,
 }
 
 MAIN_EPILOG = """\
@@ -101,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if CONFLICT:  # the unrelated `mlrun` package replaced some of our files: say so, not a random error
         print(f"error: {CONFLICT}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (cli/completion.py): answer, exit
+        from mlrun.cli.completion import complete
+
+        complete(build_parser())
     args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     options, overrides = _split_overrides(args_list)

@@ -13,6 +13,7 @@ EXAMPLES = """\
 examples:
   mlrun check recipes/summary.toml
   mlrun check recipes/summary.toml model.name=mlp criterion.name=cross_entropy
+  mlrun check recipes/summary.toml --explain     each key and the file, override or default it comes from
 """
 
 SUMMARY = "validate a recipe and print it fully resolved; trains nothing"
@@ -22,6 +23,10 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
     """Register ``check``."""
     parser = add_command(subparsers, parent, "check", summary=SUMMARY, description=SUMMARY, epilog=EXAMPLES)
     add_recipe_arguments(parser)
+    parser.add_argument(
+        "--explain", action="store_true",
+        help="print each resolved key with the file (or override, or default) it comes from",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +41,25 @@ def run(args: argparse.Namespace) -> int:
     preflight(recipe)  # what a run would refuse before training: device, data path, output folder
     for warning in recipe.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if args.explain:
+        print(f"# {recipe.path}: OK. Each resolved key and where it comes from:")
+        print(explained(recipe.to_dict(), args), end="")
+        return EXIT_OK
     print(f"# {recipe.path}: OK. Fully resolved recipe:")
     print(tomli_w.dumps(recipe.to_dict()), end="")
     return EXIT_OK
+
+
+def explained(resolved: dict[str, Any], args: argparse.Namespace) -> str:
+    """``key = value  # source`` lines, the sources aligned (see :func:`mlrun.recipe_extends.explain`)."""
+    from pathlib import Path
+
+    from mlrun.params import format_value
+    from mlrun.recipe_extends import explain
+
+    rows = [
+        (f"{key} = {format_value(value)}", source)
+        for key, value, source in explain(resolved, Path(args.recipe), args.overrides, data_override(args))
+    ]
+    width = min(max((len(text) for text, _ in rows), default=0), 60)
+    return "".join(f"{text:<{width}}  # {source}\n" for text, source in rows)

@@ -13,6 +13,7 @@ EXAMPLES = """\
 examples:
   mlrun runs
   mlrun runs --dir experiments
+  mlrun runs sweeps/mlp_sweep-20261201-040000     a sweep's trials, best first
 """
 
 
@@ -24,11 +25,18 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         epilog=EXAMPLES,
     )  # fmt: skip
     parser.add_argument("--dir", default="runs", metavar="DIR", help="the output folder (default: runs)")
+    parser.add_argument("folder", nargs="?", metavar="DIR", help="the output folder or a sweep folder (same as --dir)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the table of runs; needs no plugins."""
+    """Print the table of runs (a sweep folder: its trials, by objective); needs no plugins."""
     from mlrun.runlist import format_runs, list_runs
 
-    print(format_runs(list_runs(Path(args.dir))))
+    folder = Path(args.folder or args.dir)
+    if (folder / "sweep.json").is_file():
+        from mlrun.sweep.table import format_sweep
+
+        print(format_sweep(folder))
+        return EXIT_OK
+    print(format_runs(list_runs(folder)))
     return EXIT_OK

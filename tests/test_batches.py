@@ -56,6 +56,24 @@ def test_flip_and_crop_batch_versions_match_their_per_sample_effect() -> None:
         assert (windows == crop).all(dim=-1).all(dim=-1).any()
 
 
+def test_flip_and_crop_treat_raw_colour_samples_as_channels_last() -> None:
+    """Raw RGB samples (uint8 N x H x W x C, as an image folder caches them) flip and crop along H and W."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms.functional import hflip
+
+    images = torch.randint(0, 256, (4, 12, 10, 3), dtype=torch.uint8)
+    flipped = T.random_horizontal_flip_batch(1.0)(images.clone())
+    for image, mirrored in zip(images, flipped):
+        assert torch.equal(mirrored, torch.from_numpy(np.asarray(hflip(Image.fromarray(image.numpy())))))
+    torch.manual_seed(0)
+    cropped = T.random_crop_batch(size=8, padding=2)(images.clone())
+    torch.manual_seed(0)
+    as_planes = T.random_crop_batch(size=8, padding=2)(images.permute(0, 3, 1, 2).float())
+    assert cropped.shape == (4, 8, 8, 3)
+    assert torch.equal(cropped.float(), as_planes.permute(0, 2, 3, 1))
+
+
 def test_memory_and_loader_paths_train_identically(registry, small_recipe: Path) -> None:
     results = {}
     for path in ("memory", "loader"):

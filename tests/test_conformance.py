@@ -17,14 +17,24 @@ from mlrun import Component, Criterion, Dataset, Model, Transform, hookimpl
 from mlrun.plugins import BUILTIN_PLUGINS
 from mlrun.testing import Check, ConformanceError, Report, check_plugin, plugin_checks
 
+from images import write_images
 from plugin_fakes import GOOD_MODEL, install_fake
 
-#: Values for the built-in components whose required parameters have no default.
+#: Values for the built-in components whose required parameters have no default (or whose defaults need RGB).
 BUILTIN_PARAMS = {
     "normalize": {"mean": [0.5], "std": [0.5]},
     "one_cycle": {"max_lr": 0.1},
     "multistep": {"milestones": [1, 2]},
+    # The kit's sample images are 1-channel: the 1-channel preset, and a small network for them.
+    "normalize_preset": {"preset": "mnist"},
+    "torchvision": {"arch": "squeezenet1_1", "in_channels": 1},
 }
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small image folder for the built-in image_folder dataset."""
+    return write_images(tmp_path_factory.mktemp("images"), per_class=4)
 
 
 def fake_plugin(**hooks: Any) -> types.ModuleType:
@@ -46,24 +56,30 @@ def failures_of(plugin: Any, **options: Any) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("module", BUILTIN_PLUGINS)
-def test_every_builtin_plugin_passes_with_nothing_skipped(module: str, idx_root: Path) -> None:
+def test_every_builtin_plugin_passes_with_nothing_skipped(module: str, idx_root: Path, image_root: Path) -> None:
     params = {**BUILTIN_PARAMS, "fashion_mnist": {"root": str(idx_root)}, "mnist": {"root": str(idx_root)}}
+    params["image_folder"] = {"root": str(image_root)}
     report = check_plugin(module, params=params)
     assert isinstance(report, Report) and report.skipped == ()
     kinds = {check.split(":")[0] for check in report.passed}
-    assert len(kinds) == 1 and len(report.passed) >= 6, report.passed
+    components = {check.split(":")[1] for check in report.passed}
+    # Every component is checked beyond its parameters (a behaviour check), except where none applies.
+    assert len(kinds) == 1, kinds
+    kind = kinds.pop()
+    assert {f"{kind}:{name}:parameters" for name in components} < set(report.passed), report.passed
 
 
-def test_builtin_checks_cover_each_behaviour(idx_root: Path) -> None:
+def test_builtin_checks_cover_each_behaviour(idx_root: Path, image_root: Path) -> None:
     passed = set()
     for module in BUILTIN_PLUGINS:
         roots = {"fashion_mnist": {"root": str(idx_root)}, "mnist": {"root": str(idx_root)}}
+        roots["image_folder"] = {"root": str(image_root)}
         passed |= set(check_plugin(module, params={**BUILTIN_PARAMS, **roots}).passed)
     assert {
         "model:classifier:output", "model:network_alternative:output", "model:mlp:output", "model:mlp:out-of-range",
         "criterion:nll_probs:loss", "transform:to_tensor:batch", "transform:normalize:batch",
         "transform:random_crop:batch", "transform:random_horizontal_flip:batch", "dataset:fashion_mnist:samples",
-        "dataset:synthetic:samples", "optimizer:adamw:step", "scheduler:reduce_on_plateau:step",
+        "dataset:synthetic:samples", "dataset:image_folder:samples", "optimizer:adamw:step", "scheduler:reduce_on_plateau:step",
     } <= passed  # fmt: skip
 
 

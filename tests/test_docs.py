@@ -18,8 +18,10 @@ from mlrun.cli import main
 
 from conftest import QUIET, RECIPES, REPO, SMALL_RECIPE, write_recipe
 
-# writing-plugins.md's commands need its example package installed: tests/test_writing_plugins.py
-DOCS = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "writing-plugins.md")]
+# writing-plugins.md's commands need its example package installed: tests/test_writing_plugins.py;
+# own-data.md's need a folder of images (Fashion-MNIST written as PNG files): tests/test_own_data.py
+ELSEWHERE = ("writing-plugins.md", "own-data.md")
+DOCS = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name not in ELSEWHERE)]
 SPECS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
 
 
@@ -44,7 +46,7 @@ COMMANDS = [(path.name, command) for path in DOCS for command in shell_commands(
 RUN_PLACEHOLDER = "runs/summary-20261130-131159"  # the run folder the docs' examples name
 
 
-NOT_TRAINING = ("list", "check", "plugins", "resume", "predict", "evaluate", "runs", "new", "schema")
+NOT_TRAINING = ("list", "check", "plugins", "resume", "predict", "evaluate", "export", "runs", "new", "schema")
 
 
 def is_training(command: str) -> bool:

@@ -313,3 +313,90 @@ def test_a_run_trained_on_a_gpu_predicts_anywhere(registry, trained, tmp_path: P
     loaded = predict.load_run(run_dir, registry)
     assert loaded.recipe.train.device == "cuda"  # the recipe as trained, not rewritten
     assert loaded.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def record_input(run_dir: Path, **keys: object) -> None:
+    """Add keys to a run's run.json, as runs that record their raw input and class names do."""
+    status = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**status, **keys}))
+
+
+def test_predict_uses_the_runs_recorded_input_and_class_names(
+    registry, trained, idx_root: Path, tmp_path: Path
+) -> None:
+    run_dir = copy_run(trained("imperfect"), tmp_path)
+    names = [f"kind-{i}" for i in range(10)]
+    record_input(run_dir, classes=names, input={"mode": "L", "size": [28, 28]})
+    big = stored_test_image(idx_root, 7).resize((56, 84)).convert("RGB")  # colour, another size and shape
+    big.save(tmp_path / "big.png")
+    stored_test_image(idx_root, 7).save(tmp_path / "same.png")
+    quiet = {"registry": registry, "echo": lambda line: None}
+    from_big, from_same, from_index = predict.predict(
+        run_dir, [tmp_path / "big.png", tmp_path / "same.png"], [7], **quiet
+    )
+    assert [name for _, name, _ in from_big.top] == [names[i] for i, _, _ in from_big.top]  # run.json's names
+    assert torch.allclose(torch.tensor(from_same.probabilities), torch.tensor(from_index.probabilities), atol=1e-6)
+    assert from_big.probabilities != from_same.probabilities  # resized from 56x84: close, not identical
+    assert_png(from_big.png)
+
+    # An image folder of mixed sizes records no size: the file goes in as it is, so a wrong size is refused by name.
+    record_input(run_dir, input={"mode": "L", "size": None})
+    [same] = predict.predict(run_dir, [tmp_path / "same.png"], [], **quiet)
+    assert same.probabilities == pytest.approx(from_same.probabilities, abs=1e-6)
+    shutil.rmtree(run_dir / "predictions")
+    with pytest.raises(UsageError) as info:
+        predict.predict(run_dir, [tmp_path / "same.png", tmp_path / "big.png"], [], **quiet)
+    assert str(info.value).startswith(f"{tmp_path / 'big.png'}: the model of {run_dir} cannot take this input")
+    assert "[1, 84, 56]" in str(info.value)
+    assert not (run_dir / "predictions").exists()  # the good image's picture was not written either
+
+
+def test_bad_recorded_input_names_run_json(registry, trained, tmp_path: Path) -> None:
+    from mlrun.image_input import run_input
+
+    run_dir = copy_run(trained("log_probs"), tmp_path)
+    recorded = run_input(run_dir)  # what the engine records for an IDX dataset
+    assert (recorded.mode, recorded.size, recorded.recorded) == ("L", (28, 28), True)
+    assert recorded.classes == FASHION_MNIST_CLASSES
+    status = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({k: v for k, v in status.items() if k not in ("input", "classes")}))
+    assert run_input(run_dir) == predict.RunInput()  # an older run: 28x28 grayscale, the dataset's names
+    assert predict.load_run(run_dir, registry).class_names == FASHION_MNIST_CLASSES
+    for keys, message in (
+        ({"input": {"mode": "CMYK", "size": None}}, "input.mode: expected one of L, RGB, got 'CMYK'"),
+        ({"input": {"mode": "RGB", "size": [0, 3]}}, "input.size: expected [height, width] or null, got [0, 3]"),
+        ({"input": None, "classes": "cat dog"}, "classes: expected a list of class names, got 'cat dog'"),
+    ):
+        record_input(run_dir, **keys)
+        with pytest.raises(UsageError, match=re.escape(f"{run_dir / 'run.json'}: {message}")):
+            predict.load_run(run_dir, registry)
+
+
+def test_open_image_converts_to_the_runs_mode_and_size(tmp_path: Path) -> None:
+    from mlrun.image_input import open_image
+
+    Image.new("L", (50, 40), 200).save(tmp_path / "gray.png")
+    image = open_image(tmp_path / "gray.png", "RGB", (20, 30))  # size is (height, width)
+    assert image.mode == "RGB" and image.size == (30, 20)
+    assert open_image(tmp_path / "gray.png", "L", None).size == (50, 40)  # no recorded size: kept as it is
+    data = (tmp_path / "gray.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match=re.escape(f"{tmp_path / 'cut.png'}: not a readable image")):
+        open_image(tmp_path / "cut.png", "RGB", None)
+    with pytest.raises(UsageError, match=re.escape(f"{tmp_path}: not a file")):
+        open_image(tmp_path, "RGB", None)
+
+
+def test_the_picture_is_the_image_the_model_saw_before_normalisation(registry, trained, tmp_path: Path) -> None:
+    from torchvision.transforms.functional import to_tensor
+
+    from mlrun.image_input import EvalPipeline
+
+    loaded = predict.load_run(trained("log_probs"), registry)
+    image = Image.new("L", (28, 28), 51)
+    model_input, picture = EvalPipeline(loaded.recipe.transforms)(image)
+    assert torch.equal(picture, to_tensor(image))  # what the model saw, in its own colours
+    from mlrun import plots
+
+    assert abs(plots._displayable(picture) - 0.2).max() < 1e-6  # shown as it is (not stretched): dark stays dark
+    assert torch.allclose(model_input, (to_tensor(image) - 0.5) / 0.5)  # normalised, as the model got it

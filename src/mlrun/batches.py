@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from mlrun.components import Component
+from mlrun.decode_stage import memory_transforms
 from mlrun.errors import UsageError
 from mlrun.recipe import ComponentSpec, Recipe, transforms_for
 
@@ -173,7 +174,7 @@ def memory_path_blocker(dataset: Component, transforms: Sequence[ComponentSpec])
     """Why the in-memory data path cannot serve these components, or None if it can."""
     if getattr(dataset, "tensors", None) is None:
         return f"dataset '{dataset.name}' does not provide in-memory tensors"
-    for spec in transforms:
+    for spec in memory_transforms(dataset, transforms):  # a dataset's cached decode stage needs none
         if getattr(spec.component, "batch", None) is None:
             return f"transform '{spec.component.name}' has no batch version"
     return None
@@ -212,7 +213,8 @@ def batch_source(recipe: Recipe, dataset: Any, data_plan: DataPlan, *, train: bo
     size = settings.batch_size if train else settings.eval_batch_size
     if data_plan.path == "memory":
         inputs, labels = recipe.dataset.component.tensors(dataset)  # type: ignore[attr-defined]
-        pipeline = batch_pipeline(recipe.transforms, train=train)
-        chunk = chunk_batches(recipe.transforms, inputs, size, train=train)
+        specs = memory_transforms(recipe.dataset.component, recipe.transforms)
+        pipeline = batch_pipeline(specs, train=train)
+        chunk = chunk_batches(specs, inputs, size, train=train)
         return TensorBatches(inputs, labels, pipeline, size, chunk)
     return LoaderBatches(dataset, size, settings.num_workers, settings.seed)

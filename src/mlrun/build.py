@@ -20,7 +20,9 @@ import torch
 import mlrun
 from mlrun import batches
 from mlrun.batches import DataPlan
+from mlrun.channel_check import explain_channel_mismatch
 from mlrun.components import provides_validation
+from mlrun.decode_stage import dataset_inputs
 from mlrun.errors import MlrunError, UsageError
 from mlrun.plugin_guard import failure_site
 from mlrun.plugin_hooks import hook_roots
@@ -169,10 +171,10 @@ def build(
     seed_everything(recipe.train.seed)
     device = device if device is not None else select_device(recipe.train.device)
     train_set = build_component(
-        recipe.dataset, train=True, split="train", transform=compose(recipe.transforms, train=True)
+        recipe.dataset, train=True, split="train", **dataset_inputs(recipe, compose, train=True)
     )
     test_set = build_component(
-        recipe.dataset, train=False, split="test", transform=compose(recipe.transforms, train=False)
+        recipe.dataset, train=False, split="test", **dataset_inputs(recipe, compose, train=False)
     )
     split = _validation_split(recipe, train_set, data_path)
     model = build_component(recipe.model).to(device)
@@ -195,7 +197,7 @@ def _validation_split(recipe: Recipe, train_set: Any, data_path: str) -> tuple[A
     fraction, dataset = recipe.train.val_fraction, recipe.dataset.component
     if provides_validation(dataset):  # the dataset's own validation split wins
         val_set = build_component(
-            recipe.dataset, train=True, split="val", transform=compose(recipe.transforms, train=False)
+            recipe.dataset, train=True, split="val", **dataset_inputs(recipe, compose, train=False)
         )
         if len(val_set) == 0:
             raise UsageError(f"dataset '{dataset.name}' gives an empty validation split (split=\"val\")")
@@ -208,7 +210,7 @@ def _validation_split(recipe: Recipe, train_set: Any, data_path: str) -> tuple[A
     )
     val_set = train_set
     if data_path != "memory":  # the memory path applies the evaluation pipeline to the same tensors
-        val_set = build_component(recipe.dataset, train=True, transform=compose(recipe.transforms, train=False))
+        val_set = build_component(recipe.dataset, train=True, **dataset_inputs(recipe, compose, train=False))
     return train_indices, val_indices, val_set
 
 
@@ -287,6 +289,7 @@ def _try_batch(recipe: Recipe, built: Built, split: str, inputs: Any, labels: An
     except UsageError:
         raise
     except Exception as exc:
+        explain_channel_mismatch(recipe, built.model, inputs, built.device)
         raise UsageError(
             f"model '{model_name}' and criterion '{recipe.criterion.component.name}' fail on a batch of "
             f"dataset '{dataset}' ({split} split, inputs of shape {shape}): {type(exc).__name__}: {exc}",

@@ -82,6 +82,10 @@ class Dataset(Component):
     calls it with ``split = "train"``, ``"val"`` or ``"test"`` (``train`` is True for the
     first two), and evaluates every epoch on ``"val"``, which then wins over
     ``train.val_fraction``.
+
+    A factory that declares ``decode`` caches decoded images (see :mod:`mlrun.decode_stage`):
+    it gets the recipe's leading ``decode`` transforms as one :class:`~mlrun.decode_stage.DecodeStage`,
+    to apply once per image, and ``transform`` gets only the transforms after them.
     """
 
     classes: tuple[str, ...] = ()
@@ -92,7 +96,7 @@ class Dataset(Component):
     hook: ClassVar[str] = "register_datasets"
     section: ClassVar[str] = "dataset"
     injected: ClassVar[frozenset[str]] = frozenset({"train", "transform"})
-    optional_injected: ClassVar[frozenset[str]] = frozenset({"split"})
+    optional_injected: ClassVar[frozenset[str]] = frozenset({"split", "decode"})
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,10 @@ class Transform(Component):
     #: the same result as applying the per-sample transform to each sample. The engine
     #: passes each batch function a tensor of its own, so it may modify it in place.
     batch: Callable[..., Callable[[Any], Any]] | None = None
+    #: A deterministic transform of the decoded image (a PIL image) that a caching dataset
+    #: may apply once, before caching: the leading run of decode transforms is then done
+    #: at decode time, and only the transforms after it need batch versions.
+    decode: bool = False
 
     kind: ClassVar[str] = "transform"
     hook: ClassVar[str] = "register_transforms"

@@ -80,7 +80,7 @@ def _dataset(component: Any, params: dict[str, Parameter]) -> list[str]:
 
 
 def _transform(component: Any, params: dict[str, Parameter]) -> list[str]:
-    problems = _bool_problems("random", component.random)
+    problems = _bool_problems("random", component.random) + _bool_problems("decode", component.decode)
     per_channel = component.per_channel
     if not isinstance(per_channel, tuple) or not all(isinstance(p, str) for p in per_channel):
         problems.append(f"per_channel must be a tuple of parameter names, got {_shown(per_channel)}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mlrun import checkpoint, distributed, final_test
+from mlrun import checkpoint, dataset_info, distributed, final_test
 from mlrun import resume as resume_policy
 from mlrun.build import build, preflight, probe, versions
 from mlrun.errors import MlrunError
@@ -139,6 +139,7 @@ def _start_status(
     status.device, status.precision = str(trainer.built.device), trainer.settings.precision
     status.data_path, status.data_path_reason = trainer.data_plan.path, trainer.data_plan.reason
     status.extra["threads"] = trainer.threads  # intra-op CPU threads per process (train.threads)
+    status.extra.update(dataset_info.status_fields(recipe.dataset.component, trainer.built.train_set))
     status.versions = versions(recipe)
     if group is not None:
         status.distributed = {
@@ -175,6 +176,8 @@ def _announce(
         f"{where}; run folder: {folder.path}"
     )
     echo(f"data path: {trainer.data_plan.path} ({trainer.data_plan.reason})")
+    for line in dataset_info.notes(built.train_set, built.test_set):  # classes, decoding, skipped images
+        echo(line)
     echo(final_test.evaluation_plan(trainer))
     if group is not None:
         echo(

@@ -134,6 +134,8 @@ def _displayable(image: Any) -> np.ndarray:
         picture = picture.transpose(1, 2, 0)  # channels last, as imshow wants
     elif picture.ndim != 2:
         raise ValueError(f"cannot show an image of shape {list(original.shape)}")
+    if picture.min() >= 0 and picture.max() <= 1:
+        return picture  # pixel values before normalisation: shown as they are, in their true colours
     # Model inputs are usually normalized (e.g. to [-1, 1]): rescale so the picture
     # shows what the model saw, with full contrast, whatever the normalization.
     low, high = float(picture.min()), float(picture.max())
@@ -150,7 +152,7 @@ def plot_prediction(
     """The classic ``view_classify``: the image beside a horizontal bar chart of class probabilities.
 
     ``image`` is the model input (a tensor or array: 1 x H x W, H x W, 3 x H x W or a
-    flattened square image); it is shown rescaled to full contrast.
+    flattened square image); values in [0, 1] are shown as they are, others rescaled to full contrast.
     """
     probs = [float(p) for p in probabilities]
     if len(probs) != len(class_names):

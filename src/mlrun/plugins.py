@@ -53,8 +53,11 @@ STRICT_ENV = "MLRUN_STRICT_PLUGINS"
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "mlrun.builtins.datasets",
+    "mlrun.builtins.image_folder",
     "mlrun.builtins.transforms",
+    "mlrun.builtins.photo_transforms",
     "mlrun.builtins.models",
+    "mlrun.builtins.vision_models",
     "mlrun.builtins.criteria",
     "mlrun.builtins.optimizers",
     "mlrun.builtins.schedulers",

@@ -10,8 +10,6 @@ never loaded unsafely, since unpickling can run any code the file's author chose
 from __future__ import annotations
 
 import contextlib
-import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +19,17 @@ import torch
 
 from mlrun.build import build_component, compose, select_device
 from mlrun.checkpoint import load_weights_only
+from mlrun.decode_stage import dataset_inputs
 from mlrun.errors import UsageError
+from mlrun.image_input import EvalPipeline, RunInput, open_image, picture_array, run_input
 from mlrun.recipe import Recipe, load_recipe
 from mlrun.registry import Registry
 from mlrun.runs import BEST_WEIGHTS_FILE, RECIPE_FILE, WEIGHTS_FILE, RunFolder
 
 Echo = Callable[[str], None]
 
-#: Images given by path are resized to this (width, height): the MNIST-family size.
-IMAGE_SIZE = (28, 28)
-#: Largest image (in pixels) decoded: bigger ones would take gigabytes just to shrink to 28x28.
-MAX_IMAGE_PIXELS = 8192 * 8192
+#: Open an image file as a PIL image (by default 28x28 grayscale, as runs without a recorded input).
+load_image = open_image
 PREDICTIONS_FOLDER = "predictions"
 
 
@@ -49,6 +47,8 @@ class LoadedRun:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     #: The weights file loaded: model.pt (the final weights) or best.pt (the best epoch's).
     weights: Path = Path(WEIGHTS_FILE)
+    #: What a raw sample is (run.json's ``input``): how image files are opened.
+    input: RunInput = field(default_factory=RunInput)
 
     def names_for(self, count: int) -> list[str]:
         """Names for ``count`` model outputs: the declared names, else "0", "1", ..."""
@@ -144,14 +144,17 @@ def load_run(run_dir: Path, registry: Registry, weights_choice: str | None = Non
     # The training's device when it is here; a run trained on a GPU still predicts on the CPU.
     device = select_device(recipe.train.device, cpu_fallback=True)
     model.to(device).eval()
+    raw_input = run_input(run_dir)
     return LoadedRun(
         run_dir=run_dir,
         recipe=recipe,
         model=model,
-        class_names=tuple(getattr(recipe.dataset.component, "classes", ()) or ()),
+        # The run's own class names (an image folder's come from its folders), else the dataset's declared ones.
+        class_names=raw_input.classes or tuple(getattr(recipe.dataset.component, "classes", ()) or ()),
         output_kind=recipe.model.component.output_kind(recipe.model.params),  # type: ignore[attr-defined]
         device=device,
         weights=weights,
+        input=raw_input,
     )
 
 
@@ -166,50 +169,11 @@ def probabilities(output: torch.Tensor, output_kind: str) -> torch.Tensor:
     raise ValueError(f"unknown model output kind {output_kind!r}: expected logits, log_probs or probs")
 
 
-def load_image(path: Path) -> Any:
-    """Open an image file (PNG, JPEG, ...) as a 28x28 grayscale ("L") PIL image."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path}: no such image file")
-    if not path.is_file():
-        raise UsageError(f"{path}: not a file; give a PNG or JPEG image")
-    try:
-        with warnings.catch_warnings():  # PIL warns of sizes our own, lower limit refuses below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(path)  # reads the header only: the size is known before decoding
-        with opened:
-            width, height = opened.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise UsageError(_too_large(path, width, height))
-            opened.load()  # decode now, so a truncated file fails here with its name
-            image = opened.convert("L")
-    except Image.DecompressionBombError as exc:  # PIL's own, larger limit, raised by open()
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        pixels = f"{int(found.group(1)) // 1_000_000} megapixels" if found else "too many pixels"
-        raise UsageError(_too_large(path, None, None, pixels)) from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"{path}: not a readable image ({reason}); give a PNG or JPEG file") from exc
-    if image.size != IMAGE_SIZE:
-        image = image.resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
-    return image
-
-
-def _too_large(path: Path, width: int | None, height: int | None, pixels: str = "") -> str:
-    size = f"{width}x{height} pixels" if width is not None else pixels
-    limit = f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels"
-    return (
-        f"{path}: image too large to read ({size}; at most {limit}); "
-        f"shrink it first: mlrun scales images to {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} anyway"
-    )
-
-
 def test_split(loaded: LoadedRun) -> Any:
     """Only the test split, with the recipe's evaluation transforms (no augmentation)."""
     recipe = loaded.recipe
-    return build_component(recipe.dataset, train=False, transform=compose(recipe.transforms, train=False))
+    # A caching dataset (image_folder) gets the decode-stage transforms apart, as in training.
+    return build_component(recipe.dataset, train=False, **dataset_inputs(recipe, compose, train=False))
 
 
 def _as_input(sample: Any, source: str) -> torch.Tensor:
@@ -219,6 +183,17 @@ def _as_input(sample: Any, source: str) -> torch.Tensor:
             "so the model cannot take it; add a to_tensor transform to the recipe"
         )
     return sample
+
+
+#: Up to this many classes, the picture shows a bar for every class; beyond, only the top ones.
+PLOTTED_CLASSES = 10
+
+
+def _plotted_classes(probs: torch.Tensor, top_k: int) -> list[int]:
+    """Every class in order when there are few; else the most probable ones, best first."""
+    if len(probs) <= max(PLOTTED_CLASSES, top_k):
+        return list(range(len(probs)))
+    return probs.topk(max(PLOTTED_CLASSES, top_k)).indices.tolist()
 
 
 def _unique_png(out_dir: Path, stem: str, used: set[str]) -> Path:
@@ -231,15 +206,16 @@ def _unique_png(out_dir: Path, stem: str, used: set[str]) -> Path:
     return out_dir / name
 
 
-def _gather_samples(
-    loaded: LoadedRun, transform: Callable[[Any], Any] | None, images: Sequence[Path], indices: Sequence[int]
-) -> list[tuple[str, str, torch.Tensor, int | None]]:
-    """(source, file stem, model input, true label) for each image file and test-set index."""
-    samples: list[tuple[str, str, torch.Tensor, int | None]] = []
+Sample = tuple[str, str, torch.Tensor, int | None, Any]
+
+
+def _gather_samples(loaded: LoadedRun, images: Sequence[Path], indices: Sequence[int]) -> list[Sample]:
+    """(source, file stem, model input, true label, picture the model saw) for each image file and test index."""
+    samples: list[Sample] = []
+    pipeline = EvalPipeline(loaded.recipe.transforms)
     for path in map(Path, images):
-        image = load_image(path)
-        sample = transform(image) if transform is not None else image
-        samples.append((str(path), path.stem, _as_input(sample, str(path)), None))
+        sample, picture = pipeline(open_image(path, loaded.input.mode, loaded.input.size))
+        samples.append((str(path), path.stem, _as_input(sample, str(path)), None, picture_array(picture)))
     if not indices:
         return samples
     test_set = test_split(loaded)
@@ -252,8 +228,21 @@ def _gather_samples(
                 f"index {index} is out of range: the test split of dataset '{name}' has {size} samples (valid: {valid})"
             )
         sample, label = test_set[index]
-        samples.append((f"test sample {index}", f"index-{index}", _as_input(sample, f"index {index}"), int(label)))
+        inputs = _as_input(sample, f"index {index}")
+        samples.append((f"test sample {index}", f"index-{index}", inputs, int(label), inputs))
     return samples
+
+
+def _forward(loaded: LoadedRun, source: str, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's output for one sample; an input the model cannot take is a usage error naming it."""
+    try:
+        return loaded.model(inputs.unsqueeze(0).to(loaded.device))
+    except RuntimeError as exc:
+        raise UsageError(
+            f"{source}: the model of {loaded.run_dir} cannot take this input (a tensor of shape "
+            f"{list(inputs.shape)} after the run's evaluation transforms): {str(exc).strip().splitlines()[0]}",
+            problems=["give an image of the size the run trained on, or train with a resize transform"],
+        ) from exc
 
 
 def predict(
@@ -278,11 +267,12 @@ def predict(
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
     loaded = load_run(Path(run_dir), registry, weights)
-    transform = compose(loaded.recipe.transforms, train=False)
     out_dir = Path(out_dir) if out_dir is not None else loaded.run_dir / PREDICTIONS_FOLDER
 
     # Validate every input before writing anything: a bad index or file fails the whole call.
-    samples = _gather_samples(loaded, transform, images, indices)
+    samples = _gather_samples(loaded, images, indices)
+    with torch.no_grad():
+        outputs = [_forward(loaded, source, inputs) for source, _, inputs, _, _ in samples]
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -291,22 +281,21 @@ def predict(
 
     results: list[Prediction] = []
     used: set[str] = set()
-    with torch.no_grad():
-        for source, stem, inputs, label in samples:
-            output = loaded.model(inputs.unsqueeze(0).to(loaded.device))
-            probs = probabilities(output, loaded.output_kind)[0].to("cpu", torch.float64)
-            names = loaded.names_for(len(probs))
-            k = min(top_k, len(probs))
-            values, classes = probs.topk(k)
-            top = [(int(c), names[int(c)], float(v)) for v, c in zip(values, classes)]
-            png = _unique_png(out_dir, stem, used)
-            truth = f" (true class: {names[label] if label < len(names) else label})" if label is not None else ""
-            title = f"{source}{truth}: {top[0][1]} {top[0][2]:.1%}"
-            plots.plot_prediction(inputs, probs.tolist(), names, png, title=title)
-            results.append(Prediction(source, probs.tolist(), top, label, png))
-            echo(f"{source}{truth}")
-            width = max(len(n) for _, n, _ in top)
-            for rank, (_, class_name, value) in enumerate(top, start=1):
-                echo(f"  {rank}. {class_name.ljust(width)}  {value:.4f}")
-            echo(f"  -> {png}")
+    for (source, stem, _, label, picture), output in zip(samples, outputs):
+        probs = probabilities(output, loaded.output_kind)[0].to("cpu", torch.float64)
+        names = loaded.names_for(len(probs))
+        k = min(top_k, len(probs))
+        values, classes = probs.topk(k)
+        top = [(int(c), names[int(c)], float(v)) for v, c in zip(values, classes)]
+        png = _unique_png(out_dir, stem, used)
+        truth = f" (true class: {names[label] if label < len(names) else label})" if label is not None else ""
+        title = f"{source}{truth}: {top[0][1]} {top[0][2]:.1%}"
+        shown = _plotted_classes(probs, top_k)
+        plots.plot_prediction(picture, [float(probs[i]) for i in shown], [names[i] for i in shown], png, title=title)
+        results.append(Prediction(source, probs.tolist(), top, label, png))
+        echo(f"{source}{truth}")
+        width = max(len(n) for _, n, _ in top)
+        for rank, (_, class_name, value) in enumerate(top, start=1):
+            echo(f"  {rank}. {class_name.ljust(width)}  {value:.4f}")
+        echo(f"  -> {png}")
     return results

@@ -97,12 +97,18 @@ def flatten_batch() -> Batch:
     return lambda batch: batch.flatten(1)
 
 
+def _channels_last(batch: torch.Tensor) -> bool:
+    """Raw colour samples (uint8 N x H x W x C, as PIL gives them) rather than tensor images (N x C x H x W)."""
+    return batch.dim() == 4 and batch.dtype == torch.uint8
+
+
 def random_horizontal_flip_batch(p: float = 0.5) -> Batch:
     """Mirror each sample of the batch with probability p."""
 
     def flip(batch: torch.Tensor) -> torch.Tensor:
         chosen = (torch.rand(batch.shape[0]) < p).view(-1, *[1] * (batch.dim() - 1))
-        return torch.where(chosen, batch.flip(-1), batch)
+        width = -2 if _channels_last(batch) else -1
+        return torch.where(chosen, batch.flip(width), batch)
 
     return flip
 
@@ -111,6 +117,11 @@ def random_crop_batch(size: int = 28, padding: int = 2) -> Batch:
     """Pad every sample, then crop each at its own random offset."""
 
     def crop(batch: torch.Tensor) -> torch.Tensor:
+        if _channels_last(batch):
+            return crop_planes(batch.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
+        return crop_planes(batch)
+
+    def crop_planes(batch: torch.Tensor) -> torch.Tensor:
         *lead, height, width = batch.shape
         flat = batch.reshape(lead[0], -1, height, width)
         padded = torch.nn.functional.pad(flat, (padding,) * 4)

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
-from mlrun.cli import check, evaluate, launch, listing, new, plugins, predict, resume, run, runs, schema
+from mlrun.cli import check, evaluate, export, launch, listing, new, plugins, predict, resume, run, runs, schema
 from mlrun.cli import sweep as sweep_command
 from mlrun.cli.output import rank_prefix, silence_stdout
 from mlrun.errors import EXIT_BAD_INPUT, EXIT_FAILURE, MlrunError
@@ -31,6 +31,7 @@ COMMANDS: dict[str, ModuleType] = {
     "predict": predict,
     "evaluate": evaluate,
     "sweep": sweep_command,
+    "export": export,
     "runs": runs,
     "list": listing,
     "plugins": plugins,
@@ -43,6 +44,7 @@ examples:
   mlrun recipes/summary.toml                   train the classic Fashion-MNIST classifier
   mlrun recipes/summary.toml train.epochs=1    ... for one epoch
   mlrun check recipes/summary.toml             validate and print the resolved recipe
+  mlrun export runs/NAME --format onnx         the trained model for deployment (+ sidecar JSON)
   mlrun list                                   every component and the plugin that gave it
   mlrun plugins                                every plugin, its hooks and status
   mlrun new plugin mlrun-acme                  scaffold a plugin package

@@ -273,6 +273,13 @@ def test_a_corrupt_image_is_an_error_or_skipped_and_counted(tmp_path: Path) -> N
         build_split(root)
 
 
+def test_auto_mode_is_not_decided_by_a_corrupt_first_image(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "photos", per_class=4)  # grayscale
+    (root / "class_0" / "000.png").write_bytes(b"not a png at all")  # the first file in sorted order
+    data = build_split(root, on_bad_image="skip")
+    assert data.image_mode == "L" and data.tensors()[0].dim() == 3
+
+
 def test_images_of_different_sizes_need_a_resize(tmp_path: Path) -> None:
     root = write_images(tmp_path / "photos", per_class=3)
     odd = root / "class_2" / "001.png"

@@ -51,6 +51,8 @@ PUBLIC_MODULES = (
     "mlrun.callbacks",
     "mlrun.images",
     "mlrun.image_cache",
+    # The trial reporter behind the built-in sweep_trial callback (a study's per-epoch reports and pruning).
+    "mlrun.sweep.callback",
 )
 
 

@@ -9,7 +9,10 @@ the pixels to one file under the user data folder
 - **Keyed by everything the pixels depend on**: the file list with each file's size
   and modification time, the colour mode and the decode stage's transforms and
   parameters. A changed, added or removed image, or a changed ``resize``, gives
-  another key: the cache is rebuilt, and the folder's older cache file removed.
+  another key, and the cache is rebuilt. A rebuild after an image changed replaces
+  that folder's older cache file; caches for other decode settings (another
+  ``resize``, another mode) are kept, so recipes that share a folder don't rebuild
+  each other's, and are only removed by hand (``rm -r $MLRUN_DATA_DIR/image-cache``).
 - **Atomic**: the file is written under a temporary name and renamed when complete,
   so a run killed during the first decode leaves no half cache (the next run decodes
   again; a leftover temporary file is removed once it is stale).

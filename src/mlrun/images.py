@@ -129,15 +129,21 @@ def open_image(path: Path, mode: str) -> Any:
         raise BadImage(f"not a readable image ({type(exc).__name__}: {reason})") from exc
 
 
-def image_mode(path: Path) -> str:
-    """The mode ``"auto"`` loads a folder's images in: "L" when ``path`` (its first image) is grayscale, else "RGB"."""
+def image_mode(paths: Sequence[Path]) -> str:
+    """The mode ``"auto"`` loads a folder's images in: "L" when its first readable image is grayscale, else "RGB".
+
+    Unreadable files are passed over here: they are reported (or skipped) when decoded, and
+    must not decide the channel count of the images that are fine.
+    """
     from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            return "L" if image.mode in _GRAY else "RGB"
-    except Exception:  # noqa: BLE001 - a broken first image is reported when it is decoded
-        return "RGB"
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                return "L" if image.mode in _GRAY else "RGB"
+        except Exception:  # noqa: BLE001, S112 - reported when it is decoded
+            continue
+    return "RGB"
 
 
 def bad_image_error(path: Path, reason: str) -> UsageError:

@@ -117,7 +117,7 @@ def image_folder(
 ) -> ImageFolderData:
     """Your own images, ROOT/<class>/<image>; the test split from test_root or a seeded share of root."""
     files = scan(folder(root), setting="dataset.root")
-    loaded = image_mode(files.paths[0]) if mode == "auto" else mode  # test_root's images load alike
+    loaded = image_mode(files.paths) if mode == "auto" else mode  # test_root's images load alike
     if not train and test_root is not None:
         files = scan(folder(test_root), setting="dataset.test_root", classes=files.classes)
     decoded = _decoded(files, loaded, decode, on_bad_image)

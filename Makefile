@@ -16,8 +16,12 @@ SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 run: setup data
 	$(BIN)/mlrun recipes/summary.toml
 
+# Test processes (pytest-xdist): "auto" is one per CPU core. Trainings in tests use 1 thread each
+# (train.threads), so N workers keep N cores busy without oversubscribing them.
+TEST_WORKERS ?= auto
+
 test: setup data lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # ruff (lint and format) and mypy, configured in pyproject.toml; part of `make test`, so CI runs them.
 lint: setup
@@ -26,7 +30,7 @@ lint: setup
 	$(BIN)/mypy
 
 test-fast: setup data
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 setup: $(VENV)/.installed
 
@@ -52,8 +56,12 @@ data:
 		echo "Fashion-MNIST: no system copy; mlrun will look in its data folder, then download"; \
 	fi
 
+# The training overhead and feature rows, then image-folder training (decode-once cache vs
+# ImageFolder + DataLoader) and sweep throughput (trials per hour with 1 and 2 workers).
 bench: setup data
 	$(BIN)/python bench/compare.py
+	$(BIN)/python bench/image_folder.py
+	$(BIN)/python bench/sweep.py
 
 # Re-train every recipe and compare with the accuracy its header states (about 15 minutes on 2 idle cores).
 bench-recipes: setup data

@@ -29,6 +29,13 @@ RECIPES = REPO / "recipes"
 QUIET: dict[str, Any] = {"echo": lambda line: None, "progress": False}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``), slow tests first: the long ones then run side by side
+    on the workers instead of one of them ending the run alone while the others wait."""
+    if getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in a temp folder, never download, never load the developer's installed plugins."""

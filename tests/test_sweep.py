@@ -227,3 +227,22 @@ def test_pruning_stops_a_hopeless_trial_early(recipe: Path) -> None:
     rows = {line.split()[0]: line.split() for line in table(Path("pruned"))[1:]}
     assert rows["0"][1] == rows["1"][1] == "complete" and rows["0"][3] == "6"
     assert rows["2"][1] == "pruned" and int(rows["2"][3]) < 6
+
+
+@pytest.mark.slow
+def test_two_machines_share_one_study_through_a_storage_url(recipe: Path, reference: list[str]) -> None:
+    """Two sweep processes with their own folders join one study in a database: each grid point runs once."""
+    storage = f"sqlite:///{Path('shared.db').resolve()}"
+    args = [sys.executable, "-m", "mlrun", "sweep", str(recipe), *GRID, "--storage", storage, "--study", "shared"]
+    first = subprocess.Popen([*args, "--dir", "machine-a"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not list(Path("machine-a").glob("trial-*")):  # machine A has created the study and queued the grid
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    second = sweep(str(recipe), *GRID, "--storage", storage, "--study", "shared", "--dir", "machine-b")
+    assert first.wait(timeout=600) == 0 and second.returncode == 0, (first.communicate(), second.stderr)
+    ran = [
+        sorted(p.name.rsplit("-", 2)[0] for p in Path(m).glob("trial-*") if p.is_dir())
+        for m in ("machine-a", "machine-b")
+    ]
+    assert sorted(ran[0] + ran[1]) == ["trial-0000", "trial-0001", "trial-0002", "trial-0003"]  # none twice
+    assert table(Path("machine-a")) == table(Path("machine-b")) == reference  # every machine sees every trial

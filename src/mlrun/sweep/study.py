@@ -147,7 +147,10 @@ def open_study(config: SweepConfig, folder: Path, *, create: bool) -> optuna.Stu
         study = optuna.load_study(study_name=config.study, storage=storage, pruner=pruner)
         _check_same_search(study, config)
         return study
-    study = optuna.create_study(study_name=config.study, storage=storage, direction=config.direction, pruner=pruner)
+    try:
+        study = optuna.create_study(study_name=config.study, storage=storage, direction=config.direction, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago: join it
+        return open_study(config, folder, create=False)
     study.set_user_attr("mlrun_sweep", _search_record(config))
     if config.spec.sampler == "grid":
         for point in config.spec.grid_points()[: config.spec.trials]:

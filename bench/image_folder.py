@@ -15,8 +15,11 @@ Both evaluate on the test folder after every epoch; a row is seconds per epoch
 median epoch from the second on, their ratio (goal: mlrun at least 5x faster) and the
 final test accuracies (goal: within 1 point). Torch runs on one thread on both sides.
 
-    python bench/image_folder.py                      # 20,000 train / 5,000 test images, 5 epochs
-    python bench/image_folder.py --train 3000 --test 1000 --epochs 2   # a quick look
+The folders are written by :mod:`mlrun.sample_folder` (the same images per class as
+``python -m mlrun.sample_folder`` gives).
+
+    python bench/image_folder.py                      # 2,000 train / 500 test images per class, 5 epochs
+    python bench/image_folder.py --train 300 --test 100 --epochs 2   # a quick look
 """
 
 from __future__ import annotations
@@ -32,27 +35,11 @@ from pathlib import Path
 
 import torch
 
+from mlrun.sample_folder import write_sample_folder
+
 SEED = 0
 BATCH = 64
 LR = 1e-3
-
-
-def write_pngs(root: Path, train_size: int, test_size: int) -> tuple[Path, Path]:
-    """Fashion-MNIST's first ``train_size`` training and ``test_size`` test images as PNG files."""
-    from PIL import Image
-
-    from mlrun.datasets import FASHION_MNIST_CLASSES, fashion_mnist
-
-    folders = []
-    for split, size in (("train", train_size), ("test", test_size)):
-        data = fashion_mnist(train=split == "train", transform=None)
-        folder = root / split
-        for index in range(min(size, len(data))):
-            name = FASHION_MNIST_CLASSES[int(data.targets[index])].replace("/", "-")
-            (folder / name).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(data.data[index].numpy(), mode="L").save(folder / name / f"{index:05d}.png")
-        folders.append(folder)
-    return folders[0], folders[1]
 
 
 RECIPE = """\
@@ -154,8 +141,8 @@ def run_torchvision(train: Path, test: Path, epochs: int) -> dict:
 def main() -> None:
     """Write the PNG folders, train both ways, print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=20000, help="training images written as PNG files")
-    parser.add_argument("--test", type=int, default=5000, help="test images written as PNG files")
+    parser.add_argument("--train", type=int, default=2000, help="training images per class written as PNG files")
+    parser.add_argument("--test", type=int, default=500, help="test images per class written as PNG files")
     parser.add_argument("--epochs", type=int, default=5, help="epochs on each side (at least 2)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -166,8 +153,10 @@ def main() -> None:
         if Path(system).is_dir():  # Fashion-MNIST comes from the system copy into the fresh data folder
             os.environ.setdefault("MLRUN_OFFLINE", "1")
         started = time.perf_counter()
-        train, test = write_pngs(work / "images", args.train, args.test)
-        print(f"wrote {args.train} + {args.test} PNG files in {time.perf_counter() - started:.1f} s", flush=True)
+        train, test = work / "images" / "train", work / "images" / "test"
+        written = sum(write_sample_folder(train, per_class=args.train).values())
+        written_test = sum(write_sample_folder(test, per_class=args.test, split="test").values())
+        print(f"wrote {written} + {written_test} PNG files in {time.perf_counter() - started:.1f} s", flush=True)
         ours = run_mlrun(train, test, args.epochs, work)
         theirs = run_torchvision(train, test, args.epochs)
     ours_later, theirs_later = statistics.median(ours["epochs"][1:]), statistics.median(theirs["epochs"][1:])

@@ -161,6 +161,21 @@ def test_an_unreachable_storage_is_refused_before_any_trial(recipe: Path, capsys
     assert "--storage postgresql://me:***@127.0.0.1:1/optuna: cannot be reached" in err and "secret" not in err
 
 
+def test_check_validates_a_recipes_sweep_section(recipe: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_recipe(
+        Path("good.toml"),
+        recipe.read_text() + '[sweep]\ntrials = 4\n[sweep.space]\n"optimizer.lr" = { log_uniform = [0.001, 0.1] }\n',
+    )
+    assert main(["check", str(good)]) == 0
+    assert "# [sweep]: OK: " in capsys.readouterr().out
+    bad = write_recipe(
+        Path("bad.toml"),
+        recipe.read_text() + '[sweep]\ntrials = 4\n[sweep.space]\n"model.dropout" = { uniform = [0.0, 1.5] }\n',
+    )
+    assert main(["check", str(bad)]) == 2
+    assert "sweep.space.model.dropout.uniform: model.dropout = 1.5 is refused" in capsys.readouterr().err
+
+
 def test_workers_must_not_oversubscribe_the_cores() -> None:
     check_workers(2, 1, cores=2)
     with pytest.raises(UsageError, match="3 threads on 2 CPU cores.*--workers 2"):

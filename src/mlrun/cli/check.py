@@ -45,9 +45,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"# {recipe.path}: OK. Each resolved key and where it comes from:")
         print(explained(recipe.to_dict(), args), end="")
         return EXIT_OK
+    sweep = checked_sweep(args, registry)
     print(f"# {recipe.path}: OK. Fully resolved recipe:")
+    if sweep:
+        print(sweep)
     print(tomli_w.dumps(recipe.to_dict()), end="")
     return EXIT_OK
+
+
+def checked_sweep(args: argparse.Namespace, registry: Any) -> str | None:
+    """A recipe's ``[sweep]`` section checked as ``mlrun sweep`` checks it (every value of its space); None without one."""
+    from pathlib import Path
+
+    from mlrun.recipe import SWEEP_SECTION
+    from mlrun.recipe_extends import read_recipe
+
+    data, _, _ = read_recipe(Path(args.recipe), [], data_override(args))
+    if SWEEP_SECTION not in data:
+        return None
+    from mlrun.sweep.check import prepare
+
+    prepared = prepare(args.recipe, args.overrides, registry, data_override(args))
+    spec = prepared.spec
+    return (
+        f"# [sweep]: OK: {spec.trials} trials ({spec.sampler}), {prepared.direction} {prepared.objective}; "
+        "every value of its space passes the recipe's validation"
+    )
 
 
 def explained(resolved: dict[str, Any], args: argparse.Namespace) -> str:

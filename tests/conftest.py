@@ -41,6 +41,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in a temp folder, never download, never load the developer's installed plugins."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLRUN_DATA_DIR", str(tmp_path / "user-data"))
+    monkeypatch.setenv("MLRUN_CACHE_DIR", str(tmp_path / "user-cache"))  # the completion catalog
     monkeypatch.setenv("MLRUN_OFFLINE", "1")
     monkeypatch.setenv("MLRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("MLRUN_PLUGINS", raising=False)

@@ -129,3 +129,17 @@ def test_main_answers_a_completion_request_and_exits(monkeypatch: pytest.MonkeyP
         main()
     assert info.value.code == 0
     assert out.read_text() == "model "
+
+
+def test_a_command_that_loads_the_plugins_caches_the_catalog_for_the_next_completion(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["list"]) == 0
+    assert len(list(cache.glob(f"{catalog.PREFIX}*.json"))) == 1
+    import mlrun.api
+
+    def no_plugin_loading() -> None:
+        raise AssertionError("the completion loaded the plugins instead of reading the cached catalog")
+
+    monkeypatch.setattr(mlrun.api, "default_registry", no_plugin_loading)
+    assert complete(f"mlrun {SUMMARY} optimizer.l") == ["optimizer.lr="]

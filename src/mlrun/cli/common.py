@@ -43,6 +43,7 @@ def load_registry(args: argparse.Namespace, *, run_dir: str | Path | None = None
     strict-mode error, too). ``run_dir``: the run folder a recipe will be read from; an
     unknown component then names the plugins its run.json records that are not installed.
     """
+    from mlrun import catalog
     from mlrun.plugins import PluginSettings, load_plugins, raise_if_failed
     from mlrun.registry import build_registry
 
@@ -53,6 +54,7 @@ def load_registry(args: argparse.Namespace, *, run_dir: str | Path | None = None
         print_plugin_tracebacks(registry.plugins.infos.values())
     if settings.strict:
         raise_if_failed(registry.plugins)
+    catalog.remember(registry)  # the shell's next completion then answers from the cache
     if run_dir is not None:
         registry.remember_run(Path(run_dir))
     return registry

@@ -65,7 +65,7 @@ def test_flip_and_crop_treat_raw_colour_samples_as_channels_last() -> None:
     images = torch.randint(0, 256, (4, 12, 10, 3), dtype=torch.uint8)
     flipped = T.random_horizontal_flip_batch(1.0)(images.clone())
     for image, mirrored in zip(images, flipped):
-        assert torch.equal(mirrored, torch.from_numpy(np.asarray(hflip(Image.fromarray(image.numpy())))))
+        assert torch.equal(mirrored, torch.from_numpy(np.array(hflip(Image.fromarray(image.numpy())))))
     torch.manual_seed(0)
     cropped = T.random_crop_batch(size=8, padding=2)(images.clone())
     torch.manual_seed(0)

@@ -36,12 +36,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.fixture(scope="session")
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mlrun's cache folder (the completion catalog) for the tests: never the developer's, and outside
+    each test's folder, which the "nothing written" checks look at."""
+    return tmp_path_factory.mktemp("user-cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_cache: Path) -> Path:
     """Run in a temp folder, never download, never load the developer's installed plugins."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLRUN_DATA_DIR", str(tmp_path / "user-data"))
-    monkeypatch.setenv("MLRUN_CACHE_DIR", str(tmp_path / "user-cache"))  # the completion catalog
+    monkeypatch.setenv("MLRUN_CACHE_DIR", str(user_cache))
     monkeypatch.setenv("MLRUN_OFFLINE", "1")
     monkeypatch.setenv("MLRUN_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("MLRUN_PLUGINS", raising=False)

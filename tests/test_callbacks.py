@@ -205,6 +205,48 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
+@pytest.mark.parametrize("checkpoint_at", ["after the step", "after the epoch"])
+def test_tensorboard_logs_each_scalar_once_when_resumed_from_an_epochs_last_step(
+    tmp_path: Path, checkpoint_at: str
+) -> None:
+    """A step checkpoint on an epoch's last step comes before the epoch's scalars: a resume from it
+    logs them again, and one taken after them must not lose them (the race a kill -9 can hit)."""
+    from mlrun.builtins.callbacks import tensorboard
+    from mlrun.callbacks import EpochInfo, RunInfo, StepInfo
+
+    (tmp_path / "tensorboard").mkdir()
+    run = RunInfo(tmp_path, {}, torch.nn.Linear(1, 1), 2, 4, 0, 1)
+    figures = {"test_loss": 0.5, "test_accuracy": 0.75}
+
+    def step(logger: Any, number: int) -> None:
+        logger.on_step_end(run, StepInfo(1 + (number - 1) // 4, (number - 1) % 4, number, 1.0 / number, 0.1, None))
+
+    def epoch(logger: Any, number: int) -> None:
+        logger.on_epoch_end(run, EpochInfo(number, 0.3 * number, figures, 0.1, 1.0))
+
+    first = tensorboard(every_n_steps=2)
+    first.on_fit_start(run)
+    for number in range(1, 5):
+        step(first, number)
+    state = first.state_dict() if checkpoint_at == "after the step" else None
+    epoch(first, 1)
+    state = state or first.state_dict()
+    first.writer.flush()  # killed here: the events written so far are on disk
+    resumed = tensorboard(every_n_steps=2)
+    resumed.load_state_dict(state)
+    resumed.on_fit_start(run)
+    if checkpoint_at == "after the step":
+        epoch(resumed, 1)
+    for number in range(5, 9):
+        step(resumed, number)
+    epoch(resumed, 2)
+    resumed.writer.close()
+    scalars = tensorboard_scalars(tmp_path)
+    assert scalars["epoch/epoch"] == [(4, 1.0), (8, 2.0)]
+    assert scalars["train/loss"] == [(2, 0.5), (4, 0.25), (6, pytest.approx(1 / 6)), (8, 0.125)]
+    assert [step for step, _ in scalars["epoch/test_accuracy"]] == [4, 8]
+
+
 def test_tensorboard_event_files_match_metrics_csv(registry: Any, tmp_path: Path) -> None:
     folder = run_summary(
         registry, "train.epochs=2", "train.val_fraction=0.2", "train.monitor=val.accuracy",

@@ -45,38 +45,47 @@ class TensorBoardLogger:
         self.writer_class = SummaryWriter
         self.every_n_steps, self.hparams = every_n_steps, hparams
         self.writer: Any = None
-        self.global_step = 0  # the last step logged; a resumed run starts a new file after it
+        self.global_step = 0  # the last step trained; a resumed run starts a new file from it
         self.last: dict[str, float] = {}  # the last epoch's figures, for hparams
+        # What was logged at global_step. A checkpoint can fall between a step's scalars and its
+        # epoch's (a step checkpoint on an epoch's last step): a resume purges the whole step and
+        # writes these again, so every scalar of that step is in TensorBoard exactly once.
+        self.at_step: dict[str, float] = {}
 
     def on_fit_start(self, run: RunInfo) -> None:
         # On resume, purge_step tells TensorBoard to drop what an earlier file holds from this
         # step on: the steps logged after the last checkpoint are trained (and logged) again.
         resumed = self.global_step > 0
-        purge = self.global_step + 1 if resumed else None
+        purge = self.global_step if resumed else None
         self.writer = self.writer_class(log_dir=str(run.run_dir / TENSORBOARD_DIR), purge_step=purge)
+        for tag, value in self.at_step.items():  # purged with the step: written again
+            self.writer.add_scalar(tag, value, self.global_step)
         recipe = run.run_dir / "recipe.toml"
         if not resumed and recipe.is_file():  # indented: TensorBoard's text panel reads Markdown
             text = "".join(f"    {line}\n" for line in recipe.read_text().splitlines())
             self.writer.add_text("recipe", text, 0)
 
+    def _add(self, tag: str, value: float) -> None:
+        """One scalar at the current step, remembered for a resume (see ``at_step``)."""
+        self.writer.add_scalar(tag, value, self.global_step)
+        self.at_step[tag] = value
+
     def on_step_end(self, run: RunInfo, step: StepInfo) -> None:
-        self.global_step = step.global_step
+        self.global_step, self.at_step = step.global_step, {}
         if step.global_step % self.every_n_steps:
             return
-        add = self.writer.add_scalar
-        add("train/loss", step.loss, step.global_step)
-        add("train/lr", step.lr, step.global_step)
+        self._add("train/loss", step.loss)
+        self._add("train/lr", step.lr)
         if step.grad_norm is not None:
-            add("train/grad_norm", step.grad_norm, step.global_step)
+            self._add("train/grad_norm", step.grad_norm)
 
     def on_epoch_end(self, run: RunInfo, epoch: EpochInfo) -> None:
         # x axis: the global step at the epoch's end, as for the per-step scalars.
-        add, step = self.writer.add_scalar, self.global_step
-        add("epoch/train_loss", epoch.train_loss, step)
+        self._add("epoch/train_loss", epoch.train_loss)
         for name, value in epoch.figures.items():
-            add(f"epoch/{name}", value, step)
-        add("epoch/lr", epoch.lr, step)
-        add("epoch/epoch", epoch.epoch, step)
+            self._add(f"epoch/{name}", value)
+        self._add("epoch/lr", epoch.lr)
+        self._add("epoch/epoch", epoch.epoch)
         self.last = {"train_loss": epoch.train_loss, **epoch.figures}
         self.writer.flush()
 
@@ -100,10 +109,11 @@ class TensorBoardLogger:
             self.writer.add_scalar(tag, value, self.global_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"global_step": self.global_step, "last": dict(self.last)}
+        return {"global_step": self.global_step, "last": dict(self.last), "at_step": dict(self.at_step)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.global_step, self.last = int(state["global_step"]), dict(state.get("last", {}))
+        self.at_step = dict(state.get("at_step", {}))
 
 
 def tensorboard(every_n_steps: Annotated[int, Ge(1)] = 50, hparams: bool = False) -> TensorBoardLogger:

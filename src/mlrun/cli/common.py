@@ -36,6 +36,15 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_option(parser)
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``RUN_DIR`` and ``--weights best|final``: what the commands reading a trained run take first."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    parser.add_argument(
+        "--weights", choices=("best", "final"), default=None,
+        help="best.pt (the best epoch by train.monitor) or model.pt (the final weights); default: best when present",
+    )  # fmt: skip
+
+
 def load_registry(args: argparse.Namespace, *, run_dir: str | Path | None = None) -> Registry:
     """Load the plugins (honouring --strict-plugins) and collect their components.
 

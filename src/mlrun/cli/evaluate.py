@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mlrun.cli.common import add_command, load_registry
+from mlrun.cli.common import add_command, add_run_arguments, load_registry
 from mlrun.cli.output import echo
 from mlrun.errors import EXIT_OK
 
@@ -23,11 +23,7 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         description="Evaluate a run's trained model on the test split; writes confusion_matrix.png "
         "and evaluation.json into the run folder.", epilog=EXAMPLES,
     )  # fmt: skip
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
-    parser.add_argument(
-        "--weights", choices=("best", "final"), default=None,
-        help="best.pt (the best epoch by train.monitor) or model.pt (the final weights); default: best when present",
-    )  # fmt: skip
+    add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

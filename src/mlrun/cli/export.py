@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mlrun.cli.common import add_command, load_registry
+from mlrun.cli.common import add_command, add_run_arguments, load_registry
 from mlrun.cli.output import echo
 from mlrun.errors import EXIT_OK
 
@@ -30,12 +30,8 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         "sidecar JSON of what a deployment needs; the export is checked against the PyTorch model first.",
         epilog=EXAMPLES,
     )  # fmt: skip
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    add_run_arguments(parser)
     parser.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx", help="default: onnx")
-    parser.add_argument(
-        "--weights", choices=("best", "final"), default=None,
-        help="best.pt (the best epoch by train.monitor) or model.pt (the final weights); default: best when present",
-    )  # fmt: skip
     parser.add_argument(
         "--out", metavar="FILE",
         help="the model file (default RUN_DIR/export/model.onnx, or best.onnx, .torchscript.pt); the sidecar is FILE.json",
